@@ -1,0 +1,184 @@
+"""ollama's native API: `POST {host}/api/chat`, streaming NDJSON by default.
+
+We speak the native protocol (not ollama's /v1 shim) because only it reports
+`load_duration` separately from generation: a cold model load must not be
+counted as the model being slow. Durations arrive in nanoseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import httpx
+
+from ..models import ChatRequest, Completion
+from .base import Backend, BackendError, connection_error, status_error
+
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+NS = 1e9
+
+
+def ollama_host_from_env() -> str:
+    """Honour OLLAMA_HOST the way ollama does (`host:port` without scheme is allowed)."""
+    host = os.environ.get("OLLAMA_HOST", "").strip()
+    if not host:
+        return DEFAULT_OLLAMA_HOST
+    if "://" not in host:
+        host = "http://" + host
+    if host.count(":") == 1:  # scheme only, no port
+        host += ":11434"
+    return host
+
+
+class OllamaBackend(Backend):
+    kind = "ollama"
+    supports_constrained = True
+
+    def __init__(self, name: str, base_url: str | None = None, **kwargs: Any):
+        super().__init__(name, base_url or ollama_host_from_env(), **kwargs)
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(self.timeout, connect=10.0),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+
+    def _body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        p = request.params
+        if p.temperature is not None:
+            options["temperature"] = p.temperature
+        if p.max_tokens is not None:
+            options["num_predict"] = p.max_tokens
+        if p.seed is not None:
+            options["seed"] = p.seed
+        if p.top_p is not None:
+            options["top_p"] = p.top_p
+        body: dict[str, Any] = {"model": request.model, "messages": list(request.messages), "stream": stream}
+        if options:
+            body["options"] = options
+        if request.schema is not None:
+            body["format"] = request.schema
+        return body
+
+    def _what_to_try(self) -> str:
+        return "Is ollama running (`ollama serve`)? Set --base-url or OLLAMA_HOST if it listens elsewhere."
+
+    async def complete(self, request: ChatRequest, stream: bool = True) -> Completion:
+        url = f"{self.public_base_url}/api/chat"
+        started = time.perf_counter()
+        ttft: float | None = None
+        pieces: list[str] = []
+        size = 0
+        capped = False
+        final: dict[str, Any] | None = None
+        try:
+            async with self._client.stream("POST", "/api/chat", json=self._body(request, stream)) as response:
+                if response.status_code != 200:
+                    body = (await response.aread())[:4000].decode("utf-8", "replace")
+                    raise status_error(response.status_code, url, _error_text(body), response.headers.get("retry-after"))
+                buffer = b""
+                async for chunk in response.aiter_bytes():
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if not line.strip():
+                            continue
+                        obj = _decode_line(line, url)
+                        if "error" in obj:
+                            raise BackendError("protocol", f"ollama at {url} reported: {obj['error']}", url=url)
+                        piece = (obj.get("message") or {}).get("content") or ""
+                        if piece:
+                            if ttft is None:
+                                ttft = time.perf_counter() - started
+                            size += len(piece.encode("utf-8"))
+                            if size > self.max_output_bytes:
+                                capped = True
+                                break
+                            pieces.append(piece)
+                        if obj.get("done"):
+                            final = obj
+                    if capped or final is not None:
+                        break
+                if final is None and not capped and buffer.strip():
+                    obj = _decode_line(buffer, url)
+                    if "error" in obj:
+                        raise BackendError("protocol", f"ollama at {url} reported: {obj['error']}", url=url)
+                    pieces.append((obj.get("message") or {}).get("content") or "")
+                    final = obj if obj.get("done") else None
+        except httpx.TimeoutException as exc:
+            raise BackendError("timeout", f"no answer from {url} within {self.timeout:.0f}s ({type(exc).__name__})",
+                               url=url, retryable=True) from None
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise connection_error(url, exc, self._what_to_try()) from None
+        total = time.perf_counter() - started
+        if final is None and not capped:
+            raise BackendError("protocol", f"stream from {url} ended without a final `done` object", url=url, retryable=True)
+        final = final or {}
+        timings = {k: final[k] for k in ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration",
+                                         "eval_count", "eval_duration") if k in final}
+        load = final.get("load_duration")
+        return Completion(
+            text="".join(pieces),
+            finish_reason="length" if capped else final.get("done_reason", "stop"),
+            total_s=total,
+            ttft_s=ttft if stream else None,
+            prompt_tokens=final.get("prompt_eval_count"),
+            output_tokens=final.get("eval_count"),
+            server_timings=timings,
+            load_s=load / NS if isinstance(load, (int, float)) else None,
+            capped=capped,
+            server_model=final.get("model"),
+        )
+
+    async def _get_json(self, path: str) -> Any:
+        url = f"{self.public_base_url}{path}"
+        try:
+            response = await self._client.get(path)
+        except httpx.HTTPError as exc:
+            raise connection_error(url, exc, self._what_to_try()) from None
+        if response.status_code != 200:
+            raise status_error(response.status_code, url, response.text[:2000])
+        try:
+            return response.json()
+        except ValueError:
+            raise BackendError("protocol", f"{url} did not return JSON: {response.text[:100]!r}", url=url) from None
+
+    async def list_models(self) -> list[str]:
+        data = await self._get_json("/api/tags")
+        return [m.get("name") or m.get("model") for m in data.get("models", [])]
+
+    async def model_identity(self, model: str) -> dict[str, Any]:
+        data = await self._get_json("/api/tags")
+        wanted = {model, model if ":" in model else f"{model}:latest"}
+        for entry in data.get("models", []):
+            if entry.get("name") in wanted or entry.get("model") in wanted:
+                return {"name": entry.get("name"), "digest": entry.get("digest"), "size": entry.get("size"),
+                        "details": entry.get("details")}
+        return {}
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _error_text(body: str) -> str:
+    try:
+        return str(json.loads(body).get("error", body))
+    except (ValueError, AttributeError):
+        return body
+
+
+def _decode_line(line: bytes, url: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        text = line[:100].decode("utf-8", "replace")
+        raise BackendError("protocol", f"{url} sent a line that is not JSON: {text!r}. Is this really ollama?",
+                           url=url) from None
+    if not isinstance(obj, dict):
+        raise BackendError("protocol", f"{url} sent {type(obj).__name__} where ollama sends objects", url=url)
+    return obj

@@ -1,0 +1,254 @@
+"""One evaluation run end to end: plan, start backend, run, record, summarise.
+
+This is the `harness run` command minus argument parsing. It owns the run
+folder's lifecycle: the manifest is written before the first call (so an
+interrupted run can be resumed from it), samples stream to disk, and the
+summary is written at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .backends import create_backend
+from .backends.base import Backend, BackendError
+from .config import BackendConfig
+from .models import GenerationParams, Mode
+from .report import render, summarize
+from .results import SampleWriter, new_run_id, read_manifest, read_samples, write_json, MANIFEST, SUMMARY
+from .runner import CircuitBreaker, RetryPolicy, Runner, count_jobs, plan_jobs
+from .tasks import Task, load_tasks
+
+DEFAULT_CONCURRENCY = 4
+
+
+@dataclass
+class RunOptions:
+    """Everything that decides which samples a run contains and how they are produced."""
+
+    backend: BackendConfig
+    tasks_dir: Path = Path("tasks")
+    task_filter: list[str] | None = None
+    modes: list[Mode] = field(default_factory=lambda: ["free"])
+    repeat: int = 1
+    limit: int | None = None
+    params: GenerationParams = field(default_factory=GenerationParams)
+    concurrency: int | None = None
+    results_root: Path = Path("results")
+    run_dir: Path | None = None
+    repair: bool = True
+    cache_path: Path | None = None
+    deadline_s: float | None = None
+    max_retries: int = 3
+    progress: bool = True
+
+
+class RunInterrupted(Exception):
+    """Raised after a clean stop; carries the folder to resume."""
+
+    def __init__(self, run_dir: Path, done: int, total: int, reason: str):
+        self.run_dir, self.done, self.total, self.reason = run_dir, done, total, reason
+        super().__init__(
+            f"{reason}: {done} of {total} samples are on disk in {run_dir}.\n"
+            f"Resume with: harness run --resume {run_dir}"
+        )
+
+
+def options_to_manifest(options: RunOptions) -> dict[str, Any]:
+    backend = options.backend.model_dump(exclude={"api_key"})
+    from .backends.base import public_url
+
+    if backend.get("base_url"):
+        backend["base_url"] = public_url(backend["base_url"])
+    return {
+        "backend_config": backend,
+        "tasks_dir": str(options.tasks_dir),
+        "task_filter": options.task_filter,
+        "modes": options.modes,
+        "repeat": options.repeat,
+        "limit": options.limit,
+        "params_override": options.params.to_dict(),
+        "repair": options.repair,
+    }
+
+
+def options_from_manifest(manifest: dict[str, Any], run_dir: Path) -> RunOptions:
+    """Rebuild a run's options to resume it exactly as it was started."""
+    saved = manifest["options"]
+    return RunOptions(
+        backend=BackendConfig(**saved["backend_config"]),
+        tasks_dir=Path(saved["tasks_dir"]),
+        task_filter=saved.get("task_filter"),
+        modes=saved["modes"],
+        repeat=saved["repeat"],
+        limit=saved.get("limit"),
+        params=GenerationParams(**saved.get("params_override", {})),
+        repair=saved.get("repair", True),
+        run_dir=run_dir,
+    )
+
+
+def _models_for(backend: Backend, config: BackendConfig) -> list[str]:
+    if config.models:
+        return config.models
+    return [getattr(backend, "model_label", "default")]
+
+
+async def _choose_concurrency(options: RunOptions, backend: Backend) -> int:
+    if options.concurrency:
+        return options.concurrency
+    if options.backend.concurrency:
+        return options.backend.concurrency
+    slots = await backend.parallel_slots()
+    return slots or DEFAULT_CONCURRENCY
+
+
+def _task_manifest(tasks: list[Task]) -> dict[str, Any]:
+    return {
+        t.id: {
+            "path": str(t.path),
+            "sha256": t.sha256,
+            "output_format": t.output_format,
+            "cases": len(t.spec.cases),
+            "schema": t.schema,
+            "params": t.spec.params.to_params().to_dict(),
+        }
+        for t in tasks
+    }
+
+
+async def run_evaluation(
+    options: RunOptions,
+    notice: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+) -> Path:
+    """Run (or resume) an evaluation and return its run folder."""
+    tasks = load_tasks(options.tasks_dir, options.task_filter)
+    by_id = {t.id: t for t in tasks}
+    resuming = options.run_dir is not None and (options.run_dir / MANIFEST).exists()
+    concurrency_hint = options.concurrency or options.backend.concurrency or DEFAULT_CONCURRENCY
+    models_hint = options.backend.models or ["default"]
+    run_dir = options.run_dir or options.results_root / new_run_id(options.backend.name, models_hint[0])
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    backend = create_backend(options.backend, parallel=concurrency_hint, log_dir=run_dir)
+    writer: SampleWriter | None = None
+    try:
+        await backend.start()
+        models = _models_for(backend, options.backend)
+        concurrency = await _choose_concurrency(options, backend)
+        identities: dict[str, Any] = {}
+        for model in models:
+            try:
+                identities[model] = await backend.model_identity(model)
+            except BackendError:
+                identities[model] = {}
+
+        manifest = read_manifest(run_dir) if resuming else {}
+        done_keys = {r["key"] for r in read_samples(run_dir) if not r.get("error")} if resuming else set()
+        if resuming:
+            old = manifest.get("tasks", {})
+            changed = [t.id for t in tasks if t.id in old and old[t.id]["sha256"] != t.sha256]
+            if changed:
+                notice(f"warning: task files changed since this run started: {', '.join(changed)}")
+        manifest.update(
+            run_id=run_dir.name,
+            harness_version=__version__,
+            created_at=manifest.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            status="running",
+            backend=backend.describe(),
+            models=models,
+            model_identity=identities,
+            concurrency=concurrency,
+            options=options_to_manifest(options),
+            tasks=_task_manifest(tasks),
+        )
+        write_json(run_dir / MANIFEST, manifest)
+
+        total = count_jobs(tasks, len(models), len(options.modes), options.repeat, options.limit)
+        jobs = plan_jobs(tasks, options.backend.name, models, options.modes, options.repeat, options.limit,
+                         options.params, skip=done_keys)
+        remaining = total - len(done_keys & _all_keys(tasks, options, models))
+        notice(f"run {run_dir.name}: {remaining} of {total} samples to go on {backend.name} "
+               f"({', '.join(models)}), concurrency {concurrency}")
+
+        writer = SampleWriter(run_dir)
+        cache = _open_cache(options, backend, identities)
+        progress = _progress_bar(remaining, options.progress)
+        runner = Runner(backend, by_id, writer.append, concurrency=concurrency,
+                        policy=RetryPolicy(max_retries=options.max_retries), breaker=CircuitBreaker(),
+                        repair=options.repair, cache=cache, on_notice=notice,
+                        on_progress=lambda record: progress.update(1) if progress else None)
+        started = time.perf_counter()
+        try:
+            await runner.run(jobs, options.deadline_s)
+        except (asyncio.CancelledError, KeyboardInterrupt, TimeoutError) as exc:
+            reason = "deadline reached" if isinstance(exc, TimeoutError) else "interrupted"
+            manifest.update(status="interrupted")
+            write_json(run_dir / MANIFEST, manifest)
+            done = len({r["key"] for r in read_samples(run_dir)})
+            raise RunInterrupted(run_dir, done, total, reason) from None
+        finally:
+            if progress:
+                progress.close()
+            if cache is not None:
+                cache.close()
+        elapsed = time.perf_counter() - started
+        records = read_samples(run_dir)
+        manifest.update(status="complete", finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        elapsed_s=round(elapsed, 3), max_in_flight=runner.max_in_flight)
+        write_json(run_dir / MANIFEST, manifest)
+        write_json(run_dir / SUMMARY, summarize(records))
+        return run_dir
+    finally:
+        if writer is not None:
+            writer.close()
+        await backend.aclose()
+
+
+def _all_keys(tasks: list[Task], options: RunOptions, models: list[str]) -> set[str]:
+    return {job.key for job in plan_jobs(tasks, options.backend.name, models, options.modes, options.repeat,
+                                         options.limit, options.params)}
+
+
+def _open_cache(options: RunOptions, backend: Backend, identities: dict[str, Any]):
+    if options.cache_path is None:
+        return None
+    from .cache import ResponseCacheDB
+
+    return ResponseCacheDB(options.cache_path, backend, identities)
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="sample", dynamic_ncols=True)
+
+
+def run_sync(options: RunOptions) -> Path:
+    """Run with SIGTERM treated like Ctrl-C: cancel in-flight calls, keep what finished."""
+
+    async def main() -> Path:
+        loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
+        if current is not None:
+            try:
+                loop.add_signal_handler(signal.SIGTERM, current.cancel)
+            except (NotImplementedError, RuntimeError):
+                pass
+        return await run_evaluation(options)
+
+    return asyncio.run(main())
+
+
+def report_text(run_dir: Path, fmt: str = "table") -> str:
+    return render(read_samples(run_dir), fmt)

@@ -1,0 +1,171 @@
+"""Aggregate sample records into per-model x per-task metrics.
+
+Works on plain record dicts read from `samples.jsonl`, so every report,
+compare and gate sees exactly what was stored. Free-generation samples give
+the raw and repaired columns; constrained samples give the constrained column,
+so one table shows all three on the same cases.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+OVERALL = "(all tasks)"
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100); None for no data."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = (len(ordered) - 1) * q / 100.0
+    low, high = math.floor(pos), math.ceil(pos)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def model_label(record: dict[str, Any]) -> str:
+    return f"{record['backend']}:{record['model']}"
+
+
+@dataclass
+class GroupMetrics:
+    """Counts and timings of one (model, task) group; rates are derived on demand."""
+
+    model: str
+    task: str
+    samples: int = 0
+    errors: int = 0
+    free: int = 0
+    raw_parse: int = 0
+    raw_valid: int = 0
+    repaired_parse: int = 0
+    repaired_valid: int = 0
+    rescued: int = 0
+    broken: int = 0
+    constrained: int = 0
+    constrained_valid: int = 0
+    cached: int = 0
+    latencies: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    tokens_per_s: list[float] = field(default_factory=list)
+    failures: Counter = field(default_factory=Counter)
+    repairs_fired: Counter = field(default_factory=Counter)
+    repairs_decisive: Counter = field(default_factory=Counter)
+    failing_paths: Counter = field(default_factory=Counter)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.samples += 1
+        if record.get("error"):
+            self.errors += 1
+            self.failures["backend_error"] += 1
+            return
+        timing = record.get("timing") or {}
+        if record.get("cached"):
+            self.cached += 1
+        else:
+            if timing.get("total_s") is not None:
+                self.latencies.append(timing["total_s"])
+            if timing.get("ttft_s") is not None:
+                self.ttfts.append(timing["ttft_s"])
+            if timing.get("tokens_per_s"):
+                self.tokens_per_s.append(timing["tokens_per_s"])
+        score = record.get("score") or {}
+        raw, repaired = score.get("raw") or {}, score.get("repaired") or {}
+        if record.get("mode") == "constrained":
+            self.constrained += 1
+            self.constrained_valid += bool(raw.get("schema_valid"))
+            return
+        self.free += 1
+        self.raw_parse += bool(raw.get("parse_ok"))
+        self.raw_valid += bool(raw.get("schema_valid"))
+        self.repaired_parse += bool(repaired.get("parse_ok"))
+        self.repaired_valid += bool(repaired.get("schema_valid"))
+        if score.get("failure"):
+            self.failures[score["failure"]] += 1
+        rescued = not raw.get("schema_valid") and repaired.get("schema_valid")
+        self.rescued += bool(rescued)
+        self.broken += bool(raw.get("schema_valid") and not repaired.get("schema_valid"))
+        kinds = repaired.get("repairs_applied") or []
+        self.repairs_fired.update(kinds)
+        if rescued:
+            # The last repair in the pipeline order is the one that made it valid.
+            if kinds:
+                self.repairs_decisive[kinds[-1]] += 1
+        for violation in (repaired.get("violations") or raw.get("violations") or [])[:5]:
+            self.failing_paths[violation.get("path", "$")] += 1
+
+    def rate(self, count: int, of: int | None = None) -> float | None:
+        denominator = self.free if of is None else of
+        return 100.0 * count / denominator if denominator else None
+
+    def summary(self) -> dict[str, Any]:
+        """The numbers every renderer shows, as plain JSON."""
+        return {
+            "model": self.model,
+            "task": self.task,
+            "samples": self.samples,
+            "errors": self.errors,
+            "free_samples": self.free,
+            "raw_parse_pct": self.rate(self.raw_parse),
+            "raw_schema_valid_pct": self.rate(self.raw_valid),
+            "repaired_parse_pct": self.rate(self.repaired_parse),
+            "repaired_schema_valid_pct": self.rate(self.repaired_valid),
+            "rescued": self.rescued,
+            "broken_by_repair": self.broken,
+            "constrained_samples": self.constrained,
+            "constrained_schema_valid_pct": self.rate(self.constrained_valid, self.constrained),
+            "cached": self.cached,
+            "latency_p50_s": percentile(self.latencies, 50),
+            "latency_p95_s": percentile(self.latencies, 95),
+            "ttft_p50_s": percentile(self.ttfts, 50),
+            "tokens_per_s_p50": percentile(self.tokens_per_s, 50),
+            "failures": dict(self.failures),
+            "repairs_fired": dict(self.repairs_fired),
+            "repairs_decisive": dict(self.repairs_decisive),
+            "top_failing_paths": self.failing_paths.most_common(5),
+        }
+
+
+def aggregate(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], GroupMetrics]:
+    """Group records by (model, task) and add an overall row per model."""
+    groups: dict[tuple[str, str], GroupMetrics] = {}
+    for record in records:
+        label = model_label(record)
+        for key in ((label, record["task"]), (label, OVERALL)):
+            if key not in groups:
+                groups[key] = GroupMetrics(*key)
+            groups[key].add(record)
+    return dict(sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] == OVERALL, item[0][1])))
+
+
+def constraint_warnings(groups: dict[tuple[str, str], GroupMetrics]) -> list[str]:
+    """Backends that seem to have ignored a constrained-decoding request.
+
+    Under a honoured constraint the output always parses as JSON; constrained
+    outputs that do not even parse mean the server dropped the constraint, which
+    is the server's failure, not the model's.
+    """
+    warnings = []
+    for (model, task), group in groups.items():
+        if task != OVERALL or not group.constrained:
+            continue
+        invalid = group.constrained - group.constrained_valid
+        if invalid:
+            warnings.append(
+                f"{model}: {invalid} of {group.constrained} constrained outputs were not schema-valid; "
+                "the server may have ignored the schema constraint (check its response_format / format support)."
+            )
+    return warnings
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    groups = aggregate(records)
+    return {
+        "groups": [g.summary() for g in groups.values()],
+        "warnings": constraint_warnings(groups),
+    }

@@ -1,0 +1,251 @@
+"""The runner: fan jobs out to a backend with bounded concurrency, retries and a breaker.
+
+A fixed pool of `concurrency` workers pulls jobs from a lazy iterator: the
+server's parallel slots stay busy, memory does not grow with the number of
+jobs, and no more than `concurrency` requests are ever in flight. A failed call
+becomes an error sample; nothing short of cancellation stops the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+from .backends.base import Backend, BackendError
+from .models import CallError, Completion, GenerationParams, Job, Mode
+from .scoring import score_text, score_to_dict
+from .tasks import Task
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try one call: exponential backoff with full jitter, Retry-After honoured."""
+
+    max_retries: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_delay)
+        return random.uniform(0, min(self.max_delay, self.base_delay * (2**attempt)))
+
+
+class CircuitBreaker:
+    """Stop hammering a backend that is down: after `threshold` consecutive connection
+    failures, fail fast for `cooldown` seconds, then let one probe through."""
+
+    def __init__(self, threshold: int = 8, cooldown: float = 15.0):
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.times_opened = 0
+        self.last_error: str | None = None
+
+    def allow(self) -> bool:
+        if self.opened_at is None:
+            return True
+        if time.monotonic() - self.opened_at >= self.cooldown:
+            self.opened_at = time.monotonic()  # one probe per cooldown window
+            return True
+        return False
+
+    def record(self, ok: bool, error: BackendError | None = None) -> bool:
+        """Record an outcome; return True when this failure just opened the breaker."""
+        if ok:
+            self.failures, self.opened_at = 0, None
+            return False
+        if error is None or error.kind not in ("connection", "timeout"):
+            return False
+        self.failures += 1
+        self.last_error = error.message
+        if self.failures >= self.threshold and self.opened_at is None:
+            self.opened_at = time.monotonic()
+            self.times_opened += 1
+            return True
+        return False
+
+
+class ResponseCache(Protocol):
+    def get(self, job: Job) -> Completion | None: ...
+    def put(self, job: Job, completion: Completion) -> None: ...
+
+
+def plan_jobs(
+    tasks: Iterable[Task],
+    backend: str,
+    models: list[str],
+    modes: list[Mode],
+    repeat: int = 1,
+    limit: int | None = None,
+    override: GenerationParams | None = None,
+    skip: set[str] | None = None,
+) -> Iterator[Job]:
+    """Every (task, case, model, mode, sample) not in `skip`, in a stable order."""
+    skip = skip or set()
+    for task in tasks:
+        cases = task.spec.cases[:limit] if limit else task.spec.cases
+        for case in cases:
+            for model in models:
+                for mode in modes:
+                    request = task.request(case, model, mode, override)
+                    for index in range(repeat):
+                        job = Job(task.id, case.id, backend, model, mode, index, request)
+                        if job.key not in skip:
+                            yield job
+
+
+def count_jobs(tasks: Iterable[Task], models: int, modes: int, repeat: int, limit: int | None) -> int:
+    return sum(len(t.spec.cases[:limit] if limit else t.spec.cases) for t in tasks) * models * modes * repeat
+
+
+async def call_with_retries(
+    backend: Backend, job: Job, policy: RetryPolicy, breaker: CircuitBreaker, on_open: Callable[[str], None]
+) -> tuple[Completion | None, CallError | None, int]:
+    """One job's model call, retried on transient failures; never raises BackendError."""
+    attempt = 0
+    while True:
+        if not breaker.allow():
+            return None, CallError("circuit_open", f"backend {backend.name} looks down; not called "
+                                   f"(last error: {breaker.last_error})", url=backend.public_base_url), attempt
+        attempt += 1
+        try:
+            completion = await backend.complete(job.request)
+            breaker.record(True)
+            return completion, None, attempt
+        except BackendError as exc:
+            if breaker.record(False, exc):
+                on_open(f"backend {backend.name} failed {breaker.failures} times in a row; pausing calls: {exc.message}")
+            if not exc.retryable or attempt > policy.max_retries:
+                return None, CallError(exc.kind, exc.message, exc.status, exc.url), attempt
+            await asyncio.sleep(policy.delay(attempt - 1, exc.retry_after))
+
+
+def sample_record(
+    job: Job,
+    task: Task,
+    completion: Completion | None,
+    error: CallError | None,
+    attempts: int,
+    *,
+    repair: bool,
+    cached: bool = False,
+    backend_kind: str = "",
+) -> dict[str, Any]:
+    """The JSON-lines record of one sample: request, output, timings, error and score."""
+    record: dict[str, Any] = {
+        "key": job.key,
+        "task": job.task_id,
+        "case": job.case_id,
+        "backend": job.backend,
+        "backend_kind": backend_kind,
+        "model": job.model,
+        "mode": job.mode,
+        "sample": job.sample_index,
+        "output_format": task.output_format,
+        "params": job.request.params.to_dict(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "attempts": attempts,
+        "cached": cached,
+    }
+    if completion is None:
+        record.update(output=None, finish_reason=None, timing=None,
+                      error={"kind": error.kind, "message": error.message, "status": error.status} if error else None,
+                      score=None)
+        return record
+    score = score_text(completion.text, task.output_format, task.schema, completion.finish_reason, repair=repair)
+    record.update(
+        output=completion.text,
+        finish_reason=completion.finish_reason,
+        capped=completion.capped,
+        timing={
+            "total_s": round(completion.total_s, 6),
+            "ttft_s": None if completion.ttft_s is None else round(completion.ttft_s, 6),
+            "prompt_tokens": completion.prompt_tokens,
+            "output_tokens": completion.output_tokens,
+            "tokens_per_s": None if completion.tokens_per_s is None else round(completion.tokens_per_s, 3),
+            "load_s": completion.load_s,
+            "server": completion.server_timings,
+        },
+        server_model=completion.server_model,
+        error=None,
+        score=score_to_dict(score),
+    )
+    return record
+
+
+class Runner:
+    """Runs jobs against one backend and hands each finished record to `sink`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        tasks: dict[str, Task],
+        sink: Callable[[dict[str, Any]], None],
+        *,
+        concurrency: int = 4,
+        policy: RetryPolicy = RetryPolicy(),
+        breaker: CircuitBreaker | None = None,
+        repair: bool = True,
+        cache: ResponseCache | None = None,
+        on_notice: Callable[[str], None] = lambda message: None,
+        on_progress: Callable[[dict[str, Any]], None] = lambda record: None,
+    ):
+        self.backend = backend
+        self.tasks = tasks
+        self.sink = sink
+        self.concurrency = max(1, concurrency)
+        self.policy = policy
+        self.breaker = breaker or CircuitBreaker()
+        self.repair = repair
+        self.cache = cache
+        self.on_notice = on_notice
+        self.on_progress = on_progress
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def _one(self, job: Job) -> dict[str, Any]:
+        task = self.tasks[job.task_id]
+        cached = self.cache.get(job) if self.cache else None
+        if cached is not None:
+            return sample_record(job, task, cached, None, 0, repair=self.repair, cached=True,
+                                 backend_kind=self.backend.kind)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            completion, error, attempts = await call_with_retries(
+                self.backend, job, self.policy, self.breaker, self.on_notice)
+        finally:
+            self.in_flight -= 1
+        if completion is not None and self.cache is not None:
+            self.cache.put(job, completion)
+        return sample_record(job, task, completion, error, attempts, repair=self.repair,
+                             backend_kind=self.backend.kind)
+
+    async def _worker(self, jobs: Iterator[Job]) -> None:
+        for job in jobs:  # a shared iterator: each job is taken by exactly one worker
+            record = await self._one(job)
+            self.sink(record)
+            self.on_progress(record)
+
+    async def run(self, jobs: Iterable[Job], deadline_s: float | None = None) -> None:
+        """Run every job; on cancellation or deadline, in-flight calls are cancelled and
+        everything already finished is already in the sink."""
+        iterator = iter(jobs)
+        workers = [asyncio.create_task(self._worker(iterator)) for _ in range(self.concurrency)]
+        try:
+            done, pending = await asyncio.wait(workers, timeout=deadline_s, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            if pending:
+                raise TimeoutError(f"run deadline of {deadline_s:.0f}s reached")
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
