@@ -9,6 +9,8 @@ summary is written at the end.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import os
 import signal
 import sys
 import time
@@ -54,12 +56,17 @@ class RunOptions:
 class RunInterrupted(Exception):
     """Raised after a clean stop; carries the folder to resume."""
 
-    def __init__(self, run_dir: Path, done: int, total: int, reason: str):
+    def __init__(self, run_dir: Path, done: int, total: int, reason: str, hint: str = ""):
         self.run_dir, self.done, self.total, self.reason = run_dir, done, total, reason
         super().__init__(
             f"{reason}: {done} of {total} samples are on disk in {run_dir}.\n"
-            f"Resume with: harness run --resume {run_dir}"
+            f"Resume with: harness run --resume {run_dir}{hint}"
         )
+
+
+def _resume_hint(options: RunOptions) -> str:
+    # Keys are never written to the run folder, so one given on the command line must be given again.
+    return " --api-key KEY  (the key is not stored)" if options.backend.api_key else ""
 
 
 def options_to_manifest(options: RunOptions) -> dict[str, Any]:
@@ -128,15 +135,20 @@ def _task_manifest(tasks: list[Task]) -> dict[str, Any]:
 async def run_evaluation(
     options: RunOptions,
     notice: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+    on_start: Callable[[Path, int], None] = lambda run_dir, total: None,
 ) -> Path:
-    """Run (or resume) an evaluation and return its run folder."""
+    """Run (or resume) an evaluation and return its run folder. `on_start(run_dir, total)` is
+    called once the manifest is written, i.e. from when on the run can be resumed."""
     tasks = load_tasks(options.tasks_dir, options.task_filter)
     by_id = {t.id: t for t in tasks}
     resuming = options.run_dir is not None and (options.run_dir / MANIFEST).exists()
     concurrency_hint = options.concurrency or options.backend.concurrency or DEFAULT_CONCURRENCY
     models_hint = options.backend.models or ["default"]
-    run_dir = options.run_dir or options.results_root / new_run_id(options.backend.name, models_hint[0])
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if options.run_dir is not None:
+        run_dir = options.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir = _fresh_run_dir(options.results_root, new_run_id(options.backend.name, models_hint[0]))
 
     backend = create_backend(options.backend, parallel=concurrency_hint, log_dir=run_dir)
     writer: SampleWriter | None = None
@@ -173,6 +185,7 @@ async def run_evaluation(
         write_json(run_dir / MANIFEST, manifest)
 
         total = count_jobs(tasks, len(models), len(options.modes), options.repeat, options.limit)
+        on_start(run_dir, total)
         jobs = plan_jobs(tasks, options.backend.name, models, options.modes, options.repeat, options.limit,
                          options.params, skip=done_keys)
         remaining = total - len(done_keys & _all_keys(tasks, options, models))
@@ -194,7 +207,7 @@ async def run_evaluation(
             manifest.update(status="interrupted")
             write_json(run_dir / MANIFEST, manifest)
             done = len({r["key"] for r in read_samples(run_dir)})
-            raise RunInterrupted(run_dir, done, total, reason) from None
+            raise RunInterrupted(run_dir, done, total, reason, _resume_hint(options)) from None
         finally:
             if progress:
                 progress.close()
@@ -202,6 +215,7 @@ async def run_evaluation(
                 cache.close()
         elapsed = time.perf_counter() - started
         records = read_samples(run_dir)
+        _notice_errors(records, notice)
         manifest.update(status="complete", finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         elapsed_s=round(elapsed, 3), max_in_flight=runner.max_in_flight)
         write_json(run_dir / MANIFEST, manifest)
@@ -211,6 +225,33 @@ async def run_evaluation(
         if writer is not None:
             writer.close()
         await backend.aclose()
+
+
+def _fresh_run_dir(root: Path, run_id: str) -> Path:
+    """A new, empty run folder: run ids have one-second resolution, so a second run of the
+    same backend and model within that second gets a suffix instead of sharing the folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        candidate = root / (run_id if attempt == 1 else f"{run_id}-{attempt}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"cannot create a new run folder under {root}")
+
+
+def _notice_errors(records: list[dict[str, Any]], notice: Callable[[str], None]) -> None:
+    """Say why samples failed (the table only counts them): the most common error, with its URL."""
+    errors = [r["error"] for r in records if r.get("error")]
+    if not errors:
+        return
+    from collections import Counter
+
+    counts = Counter(e.get("message") or e.get("kind") or "unknown error" for e in errors)
+    message, count = counts.most_common(1)[0]
+    more = f" ({len(counts) - 1} other error message(s) in samples.jsonl)" if len(counts) > 1 else ""
+    notice(f"{len(errors)} of {len(records)} samples failed; {count} with: {message}{more}")
 
 
 def _all_keys(tasks: list[Task], options: RunOptions, models: list[str]) -> set[str]:
@@ -235,19 +276,89 @@ def _progress_bar(total: int, enabled: bool):
 
 
 def run_sync(options: RunOptions) -> Path:
-    """Run with SIGTERM treated like Ctrl-C: cancel in-flight calls, keep what finished."""
+    """Run with Ctrl-C and SIGTERM handled alike: the first cancels the calls in flight and
+    keeps everything finished (RunInterrupted: exit 130, resumable); a second one quits at
+    once (every finished sample is already on disk, flushed line by line).
+
+    The handlers are plain process signal handlers rather than the event loop's, so that a
+    second signal arriving while asyncio shuts down, or after, still quits cleanly; they
+    stay in place after a signal-stopped run (the process is on its way out)."""
+    started: dict[str, Any] = {}
+    state: dict[str, Any] = {"seen": 0, "loop": None, "task": None}
+
+    def stop() -> None:
+        print("stopping: cancelling the requests in flight (again to quit at once)", file=sys.stderr)
+        state["task"].cancel()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        state["seen"] += 1
+        loop = state["loop"]
+        if state["seen"] > 1:
+            _quit_now(started.get("run_dir"), options)
+        if loop is None or loop.is_closed() or state["task"] is None or state["task"].done():
+            raise KeyboardInterrupt
+        loop.call_soon_threadsafe(stop)
 
     async def main() -> Path:
-        loop = asyncio.get_running_loop()
-        current = asyncio.current_task()
-        if current is not None:
-            try:
-                loop.add_signal_handler(signal.SIGTERM, current.cancel)
-            except (NotImplementedError, RuntimeError):
-                pass
-        return await run_evaluation(options)
+        state["loop"], state["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        return await run_evaluation(options, on_start=lambda run_dir, total: started.update(run_dir=run_dir,
+                                                                                             total=total))
 
-    return asyncio.run(main())
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            if signal.getsignal(signum) is signal.SIG_IGN:
+                continue  # started with the signal ignored (nohup, `cmd &` in a script): keep it so
+            previous[signum] = signal.signal(signum, on_signal)
+        except (ValueError, OSError):  # not the main thread: no signal handling of our own
+            pass
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        # Stopped outside the runner (while starting, or right after the manifest was written).
+        run_dir = started.get("run_dir")
+        if run_dir is None:
+            raise KeyboardInterrupt from None
+        if read_manifest(run_dir).get("status") == "complete":
+            return run_dir  # the signal came while closing connections: nothing was lost
+        _mark_interrupted(run_dir)
+        done = len({r["key"] for r in read_samples(run_dir)})
+        raise RunInterrupted(run_dir, done, started["total"], "interrupted", _resume_hint(options)) from None
+    finally:
+        if not state["seen"]:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        else:
+            # Python resets handlers to the default while it shuts down: a late second
+            # Ctrl-C would then kill the process (-SIGINT) instead of letting it exit 130.
+            atexit.register(_ignore_signals, list(previous))
+
+
+def _ignore_signals(signums: list[int]) -> None:
+    for signum in signums:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _mark_interrupted(run_dir: Path) -> None:
+    manifest = read_manifest(run_dir)
+    if manifest and manifest.get("status") == "running":
+        manifest["status"] = "interrupted"
+        write_json(run_dir / MANIFEST, manifest)
+
+
+def _quit_now(run_dir: Path | None, options: RunOptions) -> None:
+    """The second Ctrl-C: no more cleanup. Samples are flushed one line at a time and cache
+    entries committed one put at a time, so nothing finished is lost."""
+    try:
+        if run_dir is None:
+            message = "stopped before the run started; nothing to resume"
+        else:
+            _mark_interrupted(run_dir)
+            message = (f"stopped at once: every finished sample is on disk in {run_dir}.\n"
+                       f"Resume with: harness run --resume {run_dir}{_resume_hint(options)}")
+        os.write(2, (message + "\n").encode("utf-8", "replace"))  # no print(): we may be inside one
+    finally:
+        os._exit(130)
 
 
 def report_text(run_dir: Path, fmt: str = "table") -> str:

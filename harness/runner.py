@@ -9,13 +9,16 @@ becomes an error sample; nothing short of cancellation stops the run.
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Protocol
+from urllib.parse import unquote, urlsplit
 
-from .backends.base import Backend, BackendError
+from .backends.base import Backend, BackendError, redact
 from .models import CallError, Completion, GenerationParams, Job, Mode
 from .scoring import score_text, score_to_dict
 from .tasks import Task
@@ -31,7 +34,10 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return min(retry_after, self.max_delay)
+            # Never sooner than the server asked; up to 10% later, so that workers told the
+            # same Retry-After do not all come back at the same instant.
+            wait = min(retry_after, self.max_delay)
+            return wait + random.uniform(0, 0.1 * wait)
         return random.uniform(0, min(self.max_delay, self.base_delay * (2**attempt)))
 
 
@@ -104,10 +110,61 @@ def count_jobs(tasks: Iterable[Task], models: int, modes: int, repeat: int, limi
     return sum(len(t.spec.cases[:limit] if limit else t.spec.cases) for t in tasks) * models * modes * repeat
 
 
+def backend_secrets(backend: Backend) -> list[str]:
+    """Every credential a backend holds: the API key, and user:password from its base URL
+    (raw, percent-decoded and as the base64 a Basic Authorization header would carry)."""
+    secrets = [getattr(backend, "api_key", None)]
+    try:
+        parts = urlsplit(getattr(backend, "base_url", "") or "")
+        user, password = parts.username, parts.password
+    except ValueError:
+        user = password = None
+    if password:
+        secrets += [password, unquote(password)]
+    if user or password:
+        pair = f"{unquote(user or '')}:{unquote(password or '')}"
+        secrets.append(base64.b64encode(pair.encode()).decode())
+    return [s for s in secrets if s]
+
+
+_BASIC = re.compile(r"(?i)(basic\s+)[A-Za-z0-9+/=._\-]+")
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """`text` with every credential (and any bearer or basic token) replaced by ***."""
+    return _BASIC.sub(r"\1***", redact(text, secrets)) if text else text
+
+
+async def _attempt(backend: Backend, job: Job) -> Completion:
+    """One call with a wall-clock limit of `backend.timeout` for the whole answer: the HTTP
+    client's timeout is per read, so a server dripping a byte a second would never hit it."""
+    limit = getattr(backend, "timeout", None)
+    try:
+        if not limit:
+            return await backend.complete(job.request)
+        async with asyncio.timeout(limit):
+            return await backend.complete(job.request)
+    except BackendError:
+        raise
+    except TimeoutError:
+        raise BackendError("timeout", f"no complete answer from {backend.public_base_url} within {limit:g}s "
+                           "(per-request timeout; raise it with --timeout)",
+                           url=backend.public_base_url, retryable=True) from None
+    except Exception as exc:  # a backend bug or an exotic transport error must not end the run
+        import httpx
+
+        transport = isinstance(exc, httpx.HTTPError)
+        raise BackendError("connection" if transport else "internal",
+                           f"{backend.public_base_url}: {type(exc).__name__}: {exc}",
+                           url=backend.public_base_url, retryable=transport) from None
+
+
 async def call_with_retries(
     backend: Backend, job: Job, policy: RetryPolicy, breaker: CircuitBreaker, on_open: Callable[[str], None]
 ) -> tuple[Completion | None, CallError | None, int]:
-    """One job's model call, retried on transient failures; never raises BackendError."""
+    """One job's model call, retried on transient failures; never raises BackendError.
+    No credential of the backend survives into an error message or an output."""
+    secrets = backend_secrets(backend)
     attempt = 0
     while True:
         if not breaker.allow():
@@ -115,10 +172,13 @@ async def call_with_retries(
                                    f"(last error: {breaker.last_error})", url=backend.public_base_url), attempt
         attempt += 1
         try:
-            completion = await backend.complete(job.request)
+            completion = await _attempt(backend, job)
             breaker.record(True)
+            if secrets and completion.text and any(s in completion.text for s in secrets):
+                completion = replace(completion, text=scrub(completion.text, secrets))
             return completion, None, attempt
         except BackendError as exc:
+            exc.message = scrub(exc.message, secrets)
             if breaker.record(False, exc):
                 on_open(f"backend {backend.name} failed {breaker.failures} times in a row; pausing calls: {exc.message}")
             if not exc.retryable or attempt > policy.max_retries:

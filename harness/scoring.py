@@ -89,14 +89,18 @@ def unwrap_strict(text: str, output_format: str) -> str | None:
     return stripped
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_strict(text: str, output_format: str, schema: dict[str, Any] | None) -> ParseResult:
     """Parse exactly what the task asked for; no forgiveness at all."""
     payload = unwrap_strict(text, output_format)
     if payload is None:
         return ParseResult(False, False, parse_error=f"expected output wrapped as {output_format}")
     try:
-        value = json.loads(payload)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        value = json.loads(payload, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
         return ParseResult(False, False, parse_error=str(exc)[:300])
     violations = validate(value, schema)
     return ParseResult(True, not violations, value=value, violations=violations)

@@ -140,6 +140,23 @@ def _line_index(node: yaml.Node, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any
     return lines
 
 
+def _refuse_duplicate_keys(path: Path, node: yaml.Node, prefix: tuple[Any, ...] = ()) -> None:
+    """PyYAML silently keeps the last of two equal keys; a task file must not lose one that way."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in seen:
+                raise TaskFileError(path, key_node.start_mark.line + 1, _dotted(prefix + (key,)),
+                                    f"duplicate key (first given on line {seen[key]})")
+            if key is not None:
+                seen[key] = key_node.start_mark.line + 1
+            _refuse_duplicate_keys(path, value_node, prefix + (key,))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(path, item, prefix + (index,))
+
+
 def _line_for(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
     """Line of the deepest existing prefix of `loc` (a missing field -> its parent)."""
     for cut in range(len(loc), -1, -1):
@@ -181,6 +198,7 @@ def load_task(path: Path | str, tasks_root: Path | str | None = None) -> Task:
         raise TaskFileError(path, line, "", f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict) or node is None:
         raise TaskFileError(path, 1, "", "a task file must be a mapping with id, prompt, schema and cases")
+    _refuse_duplicate_keys(path, node)
     lines = _line_index(node)
     try:
         spec = TaskSpec.model_validate(data)

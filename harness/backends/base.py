@@ -98,7 +98,7 @@ def status_error(status: int, url: str, body: str, retry_after: str | None = Non
 def connection_error(url: str, exc: BaseException, what_to_try: str) -> BackendError:
     return BackendError(
         "connection",
-        f"cannot reach {url} ({type(exc).__name__}: {exc or 'no detail'}). {what_to_try}",
+        f"cannot reach {url} ({type(exc).__name__}: {str(exc) or 'no detail'}). {what_to_try}",
         url=url,
         retryable=True,
     )

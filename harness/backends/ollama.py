@@ -23,14 +23,32 @@ NS = 1e9
 
 def ollama_host_from_env() -> str:
     """Honour OLLAMA_HOST the way ollama does (`host:port` without scheme is allowed)."""
-    host = os.environ.get("OLLAMA_HOST", "").strip()
-    if not host:
+    raw = os.environ.get("OLLAMA_HOST", "").strip()
+    if not raw:
         return DEFAULT_OLLAMA_HOST
-    if "://" not in host:
-        host = "http://" + host
-    if host.count(":") == 1:  # scheme only, no port
-        host += ":11434"
-    return host
+    # Same rules as ollama's envconfig.Host(): no scheme -> http on 11434; an explicit
+    # http:// or https:// without a port means 80 / 443; IPv6 hosts may come bracketed or bare.
+    scheme, sep, hostport = raw.partition("://")
+    default_port = "11434"
+    if not sep:
+        scheme, hostport = "http", raw
+    elif scheme == "http":
+        default_port = "80"
+    elif scheme == "https":
+        default_port = "443"
+    hostport, slash, path = hostport.partition("/")
+    if hostport.startswith("[") and "]" in hostport:
+        host, _, rest = hostport[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") and rest[1:] else default_port
+    elif hostport.count(":") == 1:
+        host, port = hostport.split(":")
+        port = port or default_port
+    else:  # a bare name, IPv4 or IPv6 address without a port
+        host, port = hostport, default_port
+    host = host or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}" + (f"/{path}" if slash and path else "")
 
 
 class OllamaBackend(Backend):
@@ -108,7 +126,12 @@ class OllamaBackend(Backend):
                     obj = _decode_line(buffer, url)
                     if "error" in obj:
                         raise BackendError("protocol", f"ollama at {url} reported: {obj['error']}", url=url)
-                    pieces.append((obj.get("message") or {}).get("content") or "")
+                    content = (obj.get("message") or {}).get("content") or ""
+                    encoded = content.encode("utf-8")
+                    if size + len(encoded) > self.max_output_bytes:  # stream:false answers are capped too
+                        content = encoded[: max(0, self.max_output_bytes - size)].decode("utf-8", "ignore")
+                        capped = True
+                    pieces.append(content)
                     final = obj if obj.get("done") else None
         except httpx.TimeoutException as exc:
             raise BackendError("timeout", f"no answer from {url} within {self.timeout:.0f}s ({type(exc).__name__})",
