@@ -63,10 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run", help="run folder or run id")
     report.add_argument("--format", "-f", default="table", choices=["table", "markdown", "csv", "json", "html", "junit"])
     report.add_argument("--out", "-o", help="write to this file instead of stdout")
+    report.add_argument("--results", default="results", help="where run ids are looked up (default: results)")
     report.set_defaults(handler=cmd_report)
 
     rescore = sub.add_parser("rescore", help="re-score a stored run with the current scorer, without calling a model")
     rescore.add_argument("run")
+    rescore.add_argument("--results", default="results", help="where run ids are looked up (default: results)")
     rescore.add_argument("--no-repair", action="store_true")
     rescore.add_argument("--format", "-f", default="table", choices=["table", "markdown", "csv", "json"])
     rescore.set_defaults(handler=cmd_rescore)
@@ -127,8 +129,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if "options" not in manifest:
             raise RunFolderError(f"{run_dir} has no resumable manifest")
         options = options_from_manifest(manifest, run_dir)
-        if args.api_key:
-            options.backend = options.backend.model_copy(update={"api_key": args.api_key})
+        # Credentials and connection details are not stored; let the resume supply them again.
+        updates = {"api_key": args.api_key, "base_url": args.base_url, "timeout": args.timeout}
+        options.backend = options.backend.model_copy(update={k: v for k, v in updates.items() if v})
     else:
         config = load_config(args.config)
         backend = select_backend(config, args.backend, models=args.model, base_url=args.base_url,
@@ -167,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .results import read_samples, resolve_run_dir
 
-    run_dir = resolve_run_dir(args.run)
+    run_dir = resolve_run_dir(args.run, Path(args.results))
     if args.format in ("html", "junit"):
         from .report import export
 
@@ -187,7 +190,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_rescore(args: argparse.Namespace) -> int:
     from .rescore import rescore_run
 
-    run_dir, changed = rescore_run(args.run, repair=not args.no_repair)
+    from .results import resolve_run_dir
+
+    run_dir, changed = rescore_run(resolve_run_dir(args.run, Path(args.results)), repair=not args.no_repair)
     from .evaluate import report_text
 
     print(report_text(run_dir, args.format))

@@ -10,6 +10,7 @@ from tabulate import tabulate
 from .backends import create_backend
 from .backends.base import BackendError
 from .config import HarnessConfig
+from .runner import backend_secrets, scrub
 
 PROBE_TIMEOUT_S = 10.0
 
@@ -27,6 +28,7 @@ async def _probe_one(config: Any) -> list[str]:
                 "yes" if backend.supports_constrained else "no"]
     except (BackendError, asyncio.TimeoutError) as exc:
         message = getattr(exc, "message", None) or f"no answer within {PROBE_TIMEOUT_S:.0f}s"
+        message = scrub(message, backend_secrets(backend))
         return [config.name, config.kind, backend.public_base_url, "UNREACHABLE", message[:120], "?"]
     finally:
         await backend.aclose()

@@ -9,6 +9,7 @@ path (`cases[3].vars`), and translate pydantic's error locations into
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -117,8 +118,19 @@ class Task:
 
 
 def render(template: str, variables: dict[str, Any]) -> str:
-    """Fill `{{ name }}` placeholders; JSON braces in prompts are left alone."""
-    return PLACEHOLDER.sub(lambda m: str(variables[m.group(1)]), template)
+    """Fill `{{ name }}` placeholders; JSON braces in prompts are left alone.
+
+    Mappings and lists are inserted as JSON, not Python reprs, because a model
+    shown single-quoted pseudo-JSON learns to answer in it.
+    """
+
+    def value(match: re.Match[str]) -> str:
+        item = variables[match.group(1)]
+        if isinstance(item, (dict, list)):
+            return json.dumps(item, ensure_ascii=False, indent=2)
+        return str(item)
+
+    return PLACEHOLDER.sub(value, template)
 
 
 # --- loading ---------------------------------------------------------------

@@ -84,7 +84,7 @@ def status_error(status: int, url: str, body: str, retry_after: str | None = Non
             )
     elif status in (401, 403):
         hint = " Check the API key (--api-key or the env variable named in config)."
-    retryable = status == 429 or status >= 500
+    retryable = status in (408, 429) or status >= 500
     return BackendError(
         "http_status",
         f"HTTP {status} from {url}: {snippet!r}.{hint}",
@@ -99,6 +99,17 @@ def connection_error(url: str, exc: BaseException, what_to_try: str) -> BackendE
     return BackendError(
         "connection",
         f"cannot reach {url} ({type(exc).__name__}: {str(exc) or 'no detail'}). {what_to_try}",
+        url=url,
+        retryable=True,
+    )
+
+
+def dropped_error(url: str, exc: BaseException) -> BackendError:
+    """The server was reached but the connection broke mid-answer (overload, crash, proxy)."""
+    return BackendError(
+        "connection",
+        f"{url} dropped the connection mid-answer ({type(exc).__name__}: {str(exc) or 'no detail'}); "
+        "the server may be overloaded or restarting",
         url=url,
         retryable=True,
     )

@@ -15,10 +15,12 @@ from typing import Any
 import httpx
 
 from ..models import ChatRequest, Completion
-from .base import Backend, BackendError, connection_error, status_error
+from .base import Backend, BackendError, connection_error, dropped_error, status_error
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 NS = 1e9
+# A stream:false body must be read whole to get its final fields; this bounds the memory it may take.
+NON_STREAM_BODY_LIMIT = 64 * 1024 * 1024
 
 
 def ollama_host_from_env() -> str:
@@ -97,12 +99,18 @@ class OllamaBackend(Backend):
         try:
             async with self._client.stream("POST", "/api/chat", json=self._body(request, stream)) as response:
                 if response.status_code != 200:
-                    body = (await response.aread())[:4000].decode("utf-8", "replace")
+                    body = (await _read_capped(response, 4000)).decode("utf-8", "replace")
                     raise status_error(response.status_code, url, _error_text(body), response.headers.get("retry-after"))
                 buffer = b""
                 async for chunk in response.aiter_bytes():
                     buffer += chunk
                     *lines, buffer = buffer.split(b"\n")
+                    # A streamed line is one small piece; a stream:false body is one line holding
+                    # the whole (escaped) answer. Past either bound, memory is all we would lose.
+                    if len(buffer) > (self.max_output_bytes + 65536 if stream else NON_STREAM_BODY_LIMIT):
+                        # One endless line with no newline: not NDJSON any more; stop reading.
+                        raise BackendError("protocol", f"{url} sent over {self.max_output_bytes} bytes without a "
+                                           "newline; not ollama's NDJSON stream", url=url)
                     for line in lines:
                         if not line.strip():
                             continue
@@ -136,8 +144,10 @@ class OllamaBackend(Backend):
         except httpx.TimeoutException as exc:
             raise BackendError("timeout", f"no answer from {url} within {self.timeout:.0f}s ({type(exc).__name__})",
                                url=url, retryable=True) from None
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        except httpx.ConnectError as exc:
             raise connection_error(url, exc, self._what_to_try()) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise dropped_error(url, exc) from None
         total = time.perf_counter() - started
         if final is None and not capped:
             raise BackendError("protocol", f"stream from {url} ended without a final `done` object", url=url, retryable=True)
@@ -205,3 +215,13 @@ def _decode_line(line: bytes, url: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise BackendError("protocol", f"{url} sent {type(obj).__name__} where ollama sends objects", url=url)
     return obj
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """Read at most `limit` bytes of an error body: a garbage reply must not cost memory."""
+    data = b""
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) >= limit:
+            break
+    return data[:limit]

@@ -14,7 +14,7 @@ import httpx
 import openai
 
 from ..models import ChatRequest, Completion
-from .base import Backend, BackendError, connection_error, redact, status_error
+from .base import Backend, BackendError, connection_error, dropped_error, redact, status_error
 
 
 class OpenAICompatBackend(Backend):
@@ -63,7 +63,10 @@ class OpenAICompatBackend(Backend):
             return BackendError("timeout", f"no answer from {url} within {self.timeout:.0f}s", url=url, retryable=True)
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc
-            err = connection_error(url, cause, self._what_to_try())
+            if isinstance(cause, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+                err = dropped_error(url, cause)
+            else:
+                err = connection_error(url, cause, self._what_to_try())
             err.message = redact(err.message, secrets)
             return err
         if isinstance(exc, openai.APIStatusError):
