@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__
+from .backends.base import BackendError
 from .config import KIND_ALIASES, ConfigError, load_config, select_backend
 from .models import GenerationParams
 from .results import RunFolderError
@@ -222,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except (TaskFileError, ConfigError, RunFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BackendError as exc:  # e.g. the embedded server could not start
+        print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
         return EXIT_OK

@@ -103,6 +103,13 @@ def options_from_manifest(manifest: dict[str, Any], run_dir: Path) -> RunOptions
     )
 
 
+def _default_model_label(config: BackendConfig) -> str:
+    """The model name a run folder is named after when none was given (local backend)."""
+    if config.model_path:
+        return Path(config.model_path).stem
+    return "gemma-3-270m" if config.protocol == "local" else "default"
+
+
 def _models_for(backend: Backend, config: BackendConfig) -> list[str]:
     if config.models:
         return config.models
@@ -143,7 +150,7 @@ async def run_evaluation(
     by_id = {t.id: t for t in tasks}
     resuming = options.run_dir is not None and (options.run_dir / MANIFEST).exists()
     concurrency_hint = options.concurrency or options.backend.concurrency or DEFAULT_CONCURRENCY
-    models_hint = options.backend.models or ["default"]
+    models_hint = options.backend.models or [_default_model_label(options.backend)]
     if options.run_dir is not None:
         run_dir = options.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
