@@ -80,6 +80,7 @@ def test_huge_valid_output_still_parses() -> None:
     assert outcome.ok and outcome.repairs == []
 
 
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
 def test_scanner_work_grows_linearly(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tokens walked by our scanner for n and 10n characters (below the
     repair size cap): at most ~10x (+ slack), never quadratic."""
