@@ -80,7 +80,26 @@ def test_huge_valid_output_still_parses() -> None:
     assert outcome.ok and outcome.repairs == []
 
 
-@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+class _Counter:
+    """Counts the tokens our linear scanner yields: work measured without a clock."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def wrap(self, tokens: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        def counted(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            for token in tokens(*args, **kwargs):
+                self.count += 1
+                yield token
+
+        return counted
+
+
+# Inputs that never reach the token scanner (strict parse or tag scan settles them) are timed above.
+SCANNED = sorted(set(PATHOLOGICAL) - {"quotes", "tags", "valid_big"})
+
+
+@pytest.mark.parametrize("name", SCANNED)
 def test_scanner_work_grows_linearly(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tokens walked by our scanner for n and 10n characters (below the
     repair size cap): at most ~10x (+ slack), never quadratic."""
