@@ -129,3 +129,6 @@ class Score:
     repaired_text: str | None = None
     # Failure taxonomy of the raw output (None when raw is schema-valid).
     failure: str | None = None
+    # Constrained mode only: the output cannot have come from schema-constrained
+    # decoding (the server dropped the constraint). None in free mode.
+    constraint_ignored: bool | None = None

@@ -28,7 +28,8 @@ def rescore_run(run: str | Path, repair: bool = True) -> tuple[Path, int]:
         if task is None:
             raise RunFolderError(f"{run_dir}: manifest has no schema for task {record['task']!r}")
         score = score_to_dict(score_text(record["output"], task["output_format"], task["schema"],
-                                         record.get("finish_reason"), repair=repair))
+                                         record.get("finish_reason"), repair=repair,
+                                         constrained=record.get("mode") == "constrained"))
         old = record.get("score") or {}
         verdict = lambda s: (s.get("raw", {}).get("schema_valid"), s.get("repaired", {}).get("schema_valid"))  # noqa: E731
         changed += verdict(old) != verdict(score)

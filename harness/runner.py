@@ -218,7 +218,8 @@ def sample_record(
                       error={"kind": error.kind, "message": error.message, "status": error.status} if error else None,
                       score=None)
         return record
-    score = score_text(completion.text, task.output_format, task.schema, completion.finish_reason, repair=repair)
+    score = score_text(completion.text, task.output_format, task.schema, completion.finish_reason, repair=repair,
+                       constrained=job.mode == "constrained")
     record.update(
         output=completion.text,
         finish_reason=completion.finish_reason,

@@ -123,26 +123,51 @@ def classify_failure(text: str, output_format: str, finish_reason: str | None, r
     return "not_json"
 
 
+def constraint_ignored(text: str, schema: dict[str, Any] | None) -> bool:
+    """Whether a constrained output cannot have come from schema-constrained decoding.
+
+    A grammar built from an object (array) schema forces the very first
+    character to be `{` (`[`); truncation cannot change that. Prose, tags or a
+    fence first mean the server silently dropped the constraint, which is the
+    server's failure, not the model's.
+    """
+    stripped = text.lstrip()
+    if not stripped or not isinstance(schema, dict):
+        return False
+    expected = {"object": "{", "array": "["}.get(schema.get("type"))  # type: ignore[arg-type]
+    return expected is not None and stripped[0] != expected
+
+
 def score_text(
     text: str,
     output_format: str,
     schema: dict[str, Any] | None,
     finish_reason: str | None = None,
     repair: bool = True,
+    constrained: bool = False,
 ) -> Score:
-    """Score one output raw and (optionally) repaired, on the same text."""
+    """Score one output raw and (optionally) repaired, on the same text.
+
+    Constrained outputs are bare JSON by construction (the grammar cannot emit
+    tags or fences), so they are judged as `json` whatever the task's wrapper.
+    """
+    if constrained:
+        output_format = "json"
     raw = parse_strict(text, output_format, schema)
     failure = classify_failure(text, output_format, finish_reason, raw)
+    ignored = constraint_ignored(text, schema) if constrained else None
     if raw.schema_valid or not repair:
         # A valid output is never touched by repair: repaired == raw by construction.
-        return Score(raw=raw, repaired=raw, repairs_applied=[], repaired_text=None, failure=failure)
+        return Score(raw=raw, repaired=raw, repairs_applied=[], repaired_text=None, failure=failure,
+                     constraint_ignored=ignored)
     outcome = repair_output(text, output_format, schema)
     if not outcome.ok:
         repaired = ParseResult(False, False, parse_error=outcome.error)
     else:
         violations = validate(outcome.value, schema)
         repaired = ParseResult(True, not violations, value=outcome.value, violations=violations)
-    return Score(raw=raw, repaired=repaired, repairs_applied=list(outcome.repairs), repaired_text=outcome.text, failure=failure)
+    return Score(raw=raw, repaired=repaired, repairs_applied=list(outcome.repairs), repaired_text=outcome.text,
+                 failure=failure, constraint_ignored=ignored)
 
 
 def score_to_dict(score: Score) -> dict[str, Any]:
@@ -160,4 +185,5 @@ def score_to_dict(score: Score) -> dict[str, Any]:
         "raw": part(score.raw),
         "repaired": {**part(score.repaired), "repairs_applied": score.repairs_applied, "text": score.repaired_text},
         "failure": score.failure,
+        "constraint_ignored": score.constraint_ignored,
     }

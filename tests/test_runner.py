@@ -239,7 +239,12 @@ def test_results_files_are_complete(tmp_path: Path) -> None:
     overall = [g for g in summary["groups"] if g["task"] == "(all tasks)"]
     assert overall and overall[0]["samples"] == 20 and overall[0]["errors"] == 0
     assert overall[0]["raw_schema_valid_pct"] == 100.0
-    assert overall[0]["constrained_samples"] == 10
+    # The fake server ignores constraints: its prose answers are booked as the server's, not the model's.
+    assert overall[0]["constrained_samples"] + overall[0]["constraint_ignored"] == 10
+    assert overall[0]["constraint_ignored"] == sum(
+        1 for r in iter_samples(run_dir) if r["mode"] == "constrained" and not r["output"].lstrip().startswith("{"))
+    assert overall[0]["constraint_ignored"] == 4  # beta's [CONTENT] answers under a constraint: 2 cases x 2
+    assert any("ignored the constraint" in w for w in summary["warnings"])
     samples = [json.loads(line) for line in (run_dir / SAMPLES).read_text().splitlines()]
     assert all(s["backend_kind"] == "openai" for s in samples)
 

@@ -230,7 +230,8 @@ def test_prose_only_cannot_be_repaired_into_a_valid_sample() -> None:
 
 def test_score_to_dict_shape() -> None:
     data = score_to_dict(score_text('{"customer": "ACME"}', "json", ITEMS_SCHEMA, repair=False))
-    assert set(data) == {"raw", "repaired", "failure"}
+    assert set(data) == {"raw", "repaired", "failure", "constraint_ignored"}
+    assert data["constraint_ignored"] is None  # free mode
     assert data["raw"]["schema_valid"] is False and data["raw"]["violations"][0]["path"] == "$"
     assert data["repaired"]["repairs_applied"] == [] and data["failure"] == "schema_invalid"
     json.dumps(data)  # serialisable
@@ -250,3 +251,24 @@ def test_valid_raw_output_is_never_changed_by_repair(value, indent, fmt) -> None
     score = score_text(text, fmt, {"type": ["object", "array", "string", "number", "boolean", "null"]})
     assert_untouched(score)
     assert score.raw.value == value
+
+
+@pytest.mark.parametrize(("text", "ignored"), [
+    ('{"customer": "ACME", "items": [', False),            # truncated, but the grammar was obeyed
+    ('  {"customer": "ACME"}', False),
+    ('[CONTENT]{"customer": "ACME"}[/CONTENT]', True),    # tags: no grammar would allow them
+    ('Sure! Here is the JSON: {"customer": "ACME"}', True),
+    ('```json\n{"customer": "ACME"}\n```', True),
+    ("", False),
+])
+def test_constraint_ignored_is_detected_from_the_first_character(text: str, ignored: bool) -> None:
+    score = score_text(text, "content", ITEMS_SCHEMA, constrained=True)
+    assert score.constraint_ignored is ignored
+    free = score_text(text, "content", ITEMS_SCHEMA)
+    assert free.constraint_ignored is None
+
+
+def test_constrained_output_is_judged_as_bare_json_even_for_wrapped_tasks() -> None:
+    text = json.dumps({"customer": "ACME", "items": [{"sku": "A-1", "qty": 2}]})
+    assert score_text(text, "content", ITEMS_SCHEMA, constrained=True).raw.parse_ok
+    assert not score_text(text, "content", ITEMS_SCHEMA).raw.parse_ok

@@ -49,6 +49,7 @@ class GroupMetrics:
     broken: int = 0
     constrained: int = 0
     constrained_valid: int = 0
+    constraint_ignored: int = 0
     cached: int = 0
     latencies: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
@@ -77,6 +78,10 @@ class GroupMetrics:
         score = record.get("score") or {}
         raw, repaired = score.get("raw") or {}, score.get("repaired") or {}
         if record.get("mode") == "constrained":
+            if score.get("constraint_ignored"):
+                # The server dropped the constraint: not the model's failure, so not in its rate.
+                self.constraint_ignored += 1
+                return
             self.constrained += 1
             self.constrained_valid += bool(raw.get("schema_valid"))
             return
@@ -118,6 +123,7 @@ class GroupMetrics:
             "rescued": self.rescued,
             "broken_by_repair": self.broken,
             "constrained_samples": self.constrained,
+            "constraint_ignored": self.constraint_ignored,
             "constrained_schema_valid_pct": self.rate(self.constrained_valid, self.constrained),
             "cached": self.cached,
             "latency_p50_s": percentile(self.latencies, 50),
@@ -144,22 +150,21 @@ def aggregate(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], GroupM
 
 
 def constraint_warnings(groups: dict[tuple[str, str], GroupMetrics]) -> list[str]:
-    """Backends that seem to have ignored a constrained-decoding request.
+    """Backends that silently ignored a constrained-decoding request.
 
-    Under a honoured constraint the output always parses as JSON; constrained
-    outputs that do not even parse mean the server dropped the constraint, which
-    is the server's failure, not the model's.
+    Those samples are left out of the constrained rate (see `constraint_ignored`
+    in scoring) and named here, so a server's failure is not booked as the model's.
     """
     warnings = []
     for (model, task), group in groups.items():
-        if task != OVERALL or not group.constrained:
+        if task != OVERALL or not group.constraint_ignored:
             continue
-        invalid = group.constrained - group.constrained_valid
-        if invalid:
-            warnings.append(
-                f"{model}: {invalid} of {group.constrained} constrained outputs were not schema-valid; "
-                "the server may have ignored the schema constraint (check its response_format / format support)."
-            )
+        total = group.constraint_ignored + group.constrained
+        warnings.append(
+            f"{model}: {group.constraint_ignored} of {total} constrained outputs did not start as the schema "
+            "requires; the server ignored the constraint (check its response_format / format support). "
+            "They are left out of the constrained column."
+        )
     return warnings
 
 
