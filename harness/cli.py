@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="do not use the response cache")
     run.add_argument("--deadline", type=float, metavar="SECONDS", help="stop the whole run after this long (resumable)")
     run.add_argument("--retries", type=int, default=3, help="retries per call on transient errors (default 3)")
-    run.add_argument("--timeout", type=float, help="per-request timeout in seconds")
+    run.add_argument("--timeout", type=float, help="per-request timeout in seconds (default 600)")
     run.add_argument("--format", "-f", default="table", choices=["table", "markdown", "csv", "json"])
     run.set_defaults(handler=cmd_run)
 

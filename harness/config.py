@@ -61,7 +61,9 @@ class BackendConfig(BaseModel):
     api_key: str | None = Field(default=None, repr=False)
     api_key_env: str | None = None
     concurrency: int | None = Field(default=None, gt=0)
-    timeout: float = Field(default=300.0, gt=0)
+    # Whole-answer limit per request. Generous: a CPU server decoding 1.5k tokens on a busy
+    # box can take minutes, and a slow answer is data while a timed-out one is lost.
+    timeout: float = Field(default=600.0, gt=0)
     model_path: str | None = None  # local kind only: any GGUF file
 
     @property
@@ -149,7 +151,7 @@ def _from_metagpt_file(data: dict[str, Any], where: str) -> HarnessConfig:
         base_url=base_url,
         models=[llm["model"]] if llm.get("model") else [],
         api_key=llm.get("api_key") if llm.get("api_key") not in (None, "", "YOUR_API_KEY", "sk-") else None,
-        timeout=float(llm.get("timeout", 300)),
+        timeout=float(llm.get("timeout", 600)),
     )
     return HarnessConfig(default=api_type, backends={api_type: backend},
                          repair=bool(data.get("repair_llm_output", True)), source=where)

@@ -42,14 +42,25 @@ class RetryPolicy:
 
 
 class CircuitBreaker:
-    """Stop hammering a backend that is down: after `threshold` consecutive connection
-    failures, fail fast for `cooldown` seconds, then let one probe through."""
+    """Stop hammering a backend that is down, without giving up on one that blipped.
 
-    def __init__(self, threshold: int = 8, cooldown: float = 15.0):
+    After `threshold` consecutive *connection* failures the breaker opens and one
+    probe is let through every `cooldown` seconds. Calls wait while it is open, so
+    a server that restarts mid-run costs a pause, not a run full of errors. Calls
+    fail fast instead (kind `circuit_open`, re-run by `--resume`) when the server
+    never answered at all in this run (wrong URL, not started) or has stayed down
+    for `give_up_after` seconds. Timeouts do not count: a server that is slow is
+    not down, and tripping on it would fail every queued sample of a busy CPU box.
+    """
+
+    def __init__(self, threshold: int = 8, cooldown: float = 10.0, give_up_after: float = 120.0):
         self.threshold = threshold
         self.cooldown = cooldown
+        self.give_up_after = give_up_after
         self.failures = 0
-        self.opened_at: float | None = None
+        self.opened_at: float | None = None  # start of the current probe window
+        self.open_since: float | None = None  # when the breaker last went from closed to open
+        self.ever_ok = False
         self.times_opened = 0
         self.last_error: str | None = None
 
@@ -61,17 +72,29 @@ class CircuitBreaker:
             return True
         return False
 
+    def should_give_up(self) -> bool:
+        """Whether waiting for the backend is pointless (never seen up, or down too long)."""
+        if self.open_since is None:
+            return False
+        return not self.ever_ok or time.monotonic() - self.open_since >= self.give_up_after
+
+    def wait_hint(self) -> float:
+        """How long a waiting call should sleep before asking again."""
+        if self.opened_at is None:
+            return 0.0
+        return max(0.05, min(1.0, self.cooldown - (time.monotonic() - self.opened_at)))
+
     def record(self, ok: bool, error: BackendError | None = None) -> bool:
         """Record an outcome; return True when this failure just opened the breaker."""
         if ok:
-            self.failures, self.opened_at = 0, None
+            self.failures, self.opened_at, self.open_since, self.ever_ok = 0, None, None, True
             return False
-        if error is None or error.kind not in ("connection", "timeout"):
+        if error is None or error.kind != "connection":
             return False
         self.failures += 1
         self.last_error = error.message
         if self.failures >= self.threshold and self.opened_at is None:
-            self.opened_at = time.monotonic()
+            self.opened_at = self.open_since = time.monotonic()
             self.times_opened += 1
             return True
         return False
@@ -167,9 +190,11 @@ async def call_with_retries(
     secrets = backend_secrets(backend)
     attempt = 0
     while True:
-        if not breaker.allow():
-            return None, CallError("circuit_open", f"backend {backend.name} looks down; not called "
-                                   f"(last error: {breaker.last_error})", url=backend.public_base_url), attempt
+        while not breaker.allow():
+            if breaker.should_give_up():
+                return None, CallError("circuit_open", f"backend {backend.name} looks down; not called "
+                                       f"(last error: {breaker.last_error})", url=backend.public_base_url), attempt
+            await asyncio.sleep(breaker.wait_hint())
         attempt += 1
         try:
             completion = await _attempt(backend, job)
@@ -181,6 +206,8 @@ async def call_with_retries(
             exc.message = scrub(exc.message, secrets)
             if breaker.record(False, exc):
                 on_open(f"backend {backend.name} failed {breaker.failures} times in a row; pausing calls: {exc.message}")
+            if exc.kind == "connection" and breaker.opened_at is not None and not breaker.should_give_up():
+                continue  # the backend is down for now: wait for it with the others, keep this job
             if not exc.retryable or attempt > policy.max_retries:
                 return None, CallError(exc.kind, exc.message, exc.status, exc.url), attempt
             await asyncio.sleep(policy.delay(attempt - 1, exc.retry_after))

@@ -179,6 +179,48 @@ def test_circuit_breaker_lets_a_probe_through_after_cooldown() -> None:
     assert breaker.allow() and breaker.failures == 0
 
 
+def test_a_server_that_blips_mid_run_costs_a_pause_not_errors(tmp_path: Path) -> None:
+    """Up, then dropping every connection for a moment, then up again: once the breaker is
+    open the queued jobs wait for the probe instead of being written off as errors."""
+    import threading
+
+    tasks_dir = tmp_path / "tasks"
+    write_task(tasks_dir, cases=12)
+    behaviour = Behaviour(outputs=[VALID_OUTPUT])
+    with openai_server(behaviour) as server:
+        def blip() -> None:
+            while server.calls < 2:
+                time.sleep(0.005)
+            behaviour.fault_rate, behaviour.faults = 1.0, ("reset",)
+            time.sleep(0.6)
+            behaviour.fault_rate = 0.0
+
+        flipper = threading.Thread(target=blip, daemon=True)
+        flipper.start()
+        breaker = CircuitBreaker(threshold=3, cooldown=0.1, give_up_after=30)
+        records, _ = run_jobs(openai_backend(server.url), tasks_dir, concurrency=1,
+                              policy=RetryPolicy(0, 0.001, 0.01), breaker=breaker)
+        flipper.join()
+    kinds = [r["error"]["kind"] if r["error"] else "ok" for r in records]
+    assert breaker.times_opened >= 1
+    assert "circuit_open" not in kinds
+    # Only the jobs that failed before the breaker opened are lost; failed probes keep their job.
+    assert kinds.count("connection") == 2
+    assert kinds.count("ok") == 10 and kinds[-1] == "ok"
+
+
+def test_timeouts_do_not_open_the_breaker(tmp_path: Path) -> None:
+    """A slow server is not a dead one: every job is still tried."""
+    tasks_dir = tmp_path / "tasks"
+    write_task(tasks_dir, cases=5)
+    with openai_server(Behaviour(outputs=[VALID_OUTPUT], delay_s=0.5)) as server:
+        backend = OpenAICompatBackend("slow", server.url + "/v1", timeout=0.1)
+        records, _ = run_jobs(backend, tasks_dir, concurrency=1, policy=RetryPolicy(0, 0.001, 0.01),
+                              breaker=CircuitBreaker(threshold=2, cooldown=60))
+        assert server.calls == 5
+    assert [r["error"]["kind"] for r in records] == ["timeout"] * 5
+
+
 def test_mixed_faults_every_job_recorded_once(tmp_path: Path) -> None:
     tasks_dir = tmp_path / "tasks"
     write_task(tasks_dir, cases=10)

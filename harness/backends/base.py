@@ -121,7 +121,7 @@ class Backend(abc.ABC):
     kind: str = "base"
     supports_constrained: bool = False
 
-    def __init__(self, name: str, base_url: str, *, api_key: str | None = None, timeout: float = 300.0,
+    def __init__(self, name: str, base_url: str, *, api_key: str | None = None, timeout: float = 600.0,
                  max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES):
         self.name = name
         self.base_url = base_url.rstrip("/")
