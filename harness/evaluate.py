@@ -25,7 +25,7 @@ from .backends.base import Backend, BackendError
 from .config import BackendConfig
 from .models import GenerationParams, Mode
 from .report import render, summarize
-from .results import SampleWriter, new_run_id, read_manifest, read_samples, write_json, MANIFEST, SUMMARY
+from .results import SampleWriter, iter_latest_samples, new_run_id, read_manifest, write_json, MANIFEST, SUMMARY
 from .runner import CircuitBreaker, RetryPolicy, Runner, count_jobs, plan_jobs
 from .tasks import Task, load_tasks
 
@@ -171,7 +171,7 @@ async def run_evaluation(
                 identities[model] = {}
 
         manifest = read_manifest(run_dir) if resuming else {}
-        done_keys = {r["key"] for r in read_samples(run_dir) if not r.get("error")} if resuming else set()
+        done_keys = {r["key"] for r in iter_latest_samples(run_dir) if not r.get("error")} if resuming else set()
         if resuming:
             old = manifest.get("tasks", {})
             changed = [t.id for t in tasks if t.id in old and old[t.id]["sha256"] != t.sha256]
@@ -188,6 +188,10 @@ async def run_evaluation(
             concurrency=concurrency,
             options=options_to_manifest(options),
             tasks=_task_manifest(tasks),
+            # Every sample key is written once (never resumed, no repeated model or mode): the
+            # summary can then stream samples.jsonl in one pass, with no per-key index in memory.
+            unique_keys=not resuming and len(set(models)) == len(models)
+            and len(set(options.modes)) == len(options.modes),
         )
         write_json(run_dir / MANIFEST, manifest)
 
@@ -195,7 +199,7 @@ async def run_evaluation(
         on_start(run_dir, total)
         jobs = plan_jobs(tasks, options.backend.name, models, options.modes, options.repeat, options.limit,
                          options.params, skip=done_keys)
-        remaining = total - len(done_keys & _all_keys(tasks, options, models))
+        remaining = total - len(done_keys & _all_keys(tasks, options, models)) if done_keys else total
         notice(f"run {run_dir.name}: {remaining} of {total} samples to go on {backend.name} "
                f"({', '.join(models)}), concurrency {concurrency}")
 
@@ -213,7 +217,7 @@ async def run_evaluation(
             reason = "deadline reached" if isinstance(exc, TimeoutError) else "interrupted"
             manifest.update(status="interrupted")
             write_json(run_dir / MANIFEST, manifest)
-            done = len({r["key"] for r in read_samples(run_dir)})
+            done = _count_samples(run_dir)
             raise RunInterrupted(run_dir, done, total, reason, _resume_hint(options)) from None
         finally:
             if progress:
@@ -221,12 +225,11 @@ async def run_evaluation(
             if cache is not None:
                 cache.close()
         elapsed = time.perf_counter() - started
-        records = read_samples(run_dir)
-        _notice_errors(records, notice)
+        summary = _summarize(run_dir, notice, unique=manifest["unique_keys"])
         manifest.update(status="complete", finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         elapsed_s=round(elapsed, 3), max_in_flight=runner.max_in_flight)
         write_json(run_dir / MANIFEST, manifest)
-        write_json(run_dir / SUMMARY, summarize(records))
+        write_json(run_dir / SUMMARY, summary)
         return run_dir
     finally:
         if writer is not None:
@@ -248,17 +251,34 @@ def _fresh_run_dir(root: Path, run_id: str) -> Path:
     raise RuntimeError(f"cannot create a new run folder under {root}")
 
 
-def _notice_errors(records: list[dict[str, Any]], notice: Callable[[str], None]) -> None:
-    """Say why samples failed (the table only counts them): the most common error, with its URL."""
-    errors = [r["error"] for r in records if r.get("error")]
-    if not errors:
-        return
+def _summarize(run_dir: Path, notice: Callable[[str], None], unique: bool = False) -> dict[str, Any]:
+    """The summary of every sample on disk, in one streamed pass (the records are never all in
+    memory at once: memory does not grow with the number of samples), and a notice of why
+    samples failed (the table only counts them): the most common error, with its URL."""
     from collections import Counter
 
-    counts = Counter(e.get("message") or e.get("kind") or "unknown error" for e in errors)
-    message, count = counts.most_common(1)[0]
-    more = f" ({len(counts) - 1} other error message(s) in samples.jsonl)" if len(counts) > 1 else ""
-    notice(f"{len(errors)} of {len(records)} samples failed; {count} with: {message}{more}")
+    counts: Counter = Counter()
+    seen = 0
+
+    def watched() -> Any:
+        nonlocal seen
+        for record in iter_latest_samples(run_dir, unique):
+            seen += 1
+            error = record.get("error")
+            if error:
+                counts[error.get("message") or error.get("kind") or "unknown error"] += 1
+            yield record
+
+    summary = summarize(watched())  # type: ignore[arg-type]  # one pass over any iterable
+    if counts:
+        message, count = counts.most_common(1)[0]
+        more = f" ({len(counts) - 1} other error message(s) in samples.jsonl)" if len(counts) > 1 else ""
+        notice(f"{sum(counts.values())} of {seen} samples failed; {count} with: {message}{more}")
+    return summary
+
+
+def _count_samples(run_dir: Path) -> int:
+    return sum(1 for _ in iter_latest_samples(run_dir))
 
 
 def _all_keys(tasks: list[Task], options: RunOptions, models: list[str]) -> set[str]:
@@ -329,7 +349,7 @@ def run_sync(options: RunOptions) -> Path:
         if read_manifest(run_dir).get("status") == "complete":
             return run_dir  # the signal came while closing connections: nothing was lost
         _mark_interrupted(run_dir)
-        done = len({r["key"] for r in read_samples(run_dir)})
+        done = _count_samples(run_dir)
         raise RunInterrupted(run_dir, done, started["total"], "interrupted", _resume_hint(options)) from None
     finally:
         if not state["seen"]:
@@ -369,4 +389,5 @@ def _quit_now(run_dir: Path | None, options: RunOptions) -> None:
 
 
 def report_text(run_dir: Path, fmt: str = "table") -> str:
-    return render(read_samples(run_dir), fmt)
+    unique = read_manifest(run_dir).get("unique_keys") is True
+    return render(iter_latest_samples(run_dir, unique), fmt)  # type: ignore[arg-type]  # one pass, streamed

@@ -78,6 +78,65 @@ def read_samples(run_dir: Path) -> list[dict[str, Any]]:
     return list(by_key.values())
 
 
+_KEY_PREFIX = b'{"key": "'  # how SampleWriter lines start: the key is the record's first field
+
+
+def _parse_line(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "key" in record else None
+
+
+def _line_key(line: bytes) -> Any:
+    """The key of a sample line, read off its start when it can be (no escapes in it), else parsed."""
+    if line.startswith(_KEY_PREFIX):
+        end = line.find(b'"', 9)
+        if end > 0 and b"\\" not in line[9:end]:
+            return line[9:end].decode("utf-8", "replace")
+    record = _parse_line(line)
+    return None if record is None else record["key"]
+
+
+def iter_latest_samples(run_dir: Path, unique: bool = False) -> Iterator[dict[str, Any]]:
+    """What `read_samples` returns, streamed: only each key's line offsets are held in memory,
+    never all the records (a 50,000-sample run would take hundreds of MB). Two passes over the
+    file: the first finds each key's lines, the second reads the last valid one (a key is
+    written twice when a resumed error sample was re-run). Same records in the same order,
+    except that a key whose first line is garbled comes where that line is. `unique`: the caller
+    knows every key was written once (a run that was never resumed): one pass, no index."""
+    if unique:
+        yield from iter_samples(run_dir)
+        return
+    path = run_dir / SAMPLES
+    if not path.exists():
+        return
+    where: dict[Any, Any] = {}  # key -> offset of its line, or a list of them when there are several
+    with path.open("rb") as handle:
+        offset = 0
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break  # torn final line from a crash: the sample will be re-run on resume
+            key = _line_key(line)
+            if key is not None:
+                seen = where.get(key)
+                if seen is None:
+                    where[key] = offset
+                elif isinstance(seen, list):
+                    seen.append(offset)
+                else:
+                    where[key] = [seen, offset]
+            offset += len(line)
+        for seen in where.values():
+            for at in reversed(seen) if isinstance(seen, list) else (seen,):
+                handle.seek(at)  # in file order, so mostly inside the read buffer: no I/O
+                record = _parse_line(handle.readline())
+                if record is not None:
+                    yield record
+                    break
+
+
 class SampleWriter:
     """Append-only JSON-lines writer, one flush per sample."""
 

@@ -1,14 +1,20 @@
 """Any OpenAI-compatible `/v1` server (vLLM, llama.cpp, FastChat, LLaMA-Factory, OpenAI).
 
-We use the official openai SDK, always streaming, so time-to-first-token is
-measured the same way on every server. The SDK's own retries are switched off:
-the runner retries, with one policy for every backend.
+Always streaming, so time-to-first-token is measured the same way on every
+server. The chat stream (SSE) is read straight off httpx and parsed here: the
+openai SDK builds a pydantic model per streamed event, which cost about ten
+times the whole HTTP exchange on servers that send one token per event
+(bench/client_overhead.py). The SDK (retries off) still lists models.
+The runner retries, with one policy for every backend.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 import time
-from typing import Any
+from typing import Any, AsyncIterator
 
 import httpx
 import openai
@@ -61,8 +67,10 @@ class OpenAICompatBackend(Backend):
         secrets = [self.api_key]
         if isinstance(exc, openai.APITimeoutError):
             return BackendError("timeout", f"no answer from {url} within {self.timeout:.0f}s", url=url, retryable=True)
-        if isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__ or exc
+        if isinstance(exc, httpx.TimeoutException):
+            return BackendError("timeout", f"no answer from {url} within {self.timeout:.0f}s", url=url, retryable=True)
+        if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+            cause = (exc.__cause__ or exc) if isinstance(exc, openai.APIConnectionError) else exc
             if isinstance(cause, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
                 err = dropped_error(url, cause)
             else:
@@ -78,69 +86,102 @@ class OpenAICompatBackend(Backend):
         return BackendError("protocol", redact(f"{url}: unexpected reply ({type(exc).__name__}: {exc})", secrets),
                             url=url, retryable=False)
 
+    async def _open_stream(self, request: ChatRequest, url: str) -> httpx.Response:
+        """POST the request and return the open streaming response (status 2xx), or raise."""
+        headers = {"Authorization": f"Bearer {self.api_key or 'sk-no-key-required'}"}
+        for _ in range(2):
+            sent = self._http.build_request("POST", f"{self.base_url}/chat/completions",
+                                            json=self._arguments(request), headers=headers)
+            response = await self._http.send(sent, stream=True)
+            if 200 <= response.status_code < 300:
+                return response
+            try:
+                body = (await _read_capped(response, 8000)).decode("utf-8", "replace")
+            finally:
+                await response.aclose()
+            if response.status_code == 400 and self._stream_options_ok and "stream_options" in body:
+                self._stream_options_ok = False  # older FastChat / LLaMA-Factory builds
+                continue
+            raise status_error(response.status_code, url, redact(body, [self.api_key]),
+                               response.headers.get("retry-after"))
+        raise AssertionError("unreachable")
+
     async def complete(self, request: ChatRequest) -> Completion:
+        """One streamed chat completion. The SSE stream is parsed here, straight off httpx: the
+        SDK builds a pydantic model per event, which cost ~10x the whole HTTP exchange on
+        servers that send one token per event (bench/client_overhead.py). Each chunk costs as
+        little as possible: chunks are kept with their arrival times and decoded in batches, one
+        json.loads per batch (a third of the cost of one per event), at [DONE] or an error event,
+        at the end of the stream, or, once the output could exceed the byte cap, at every chunk.
+        Time to first token is the arrival of the first event with content."""
         url = f"{self.public_base_url}/chat/completions"
         started = time.perf_counter()
-        ttft: float | None = None
-        pieces: list[str] = []
-        size = 0
-        capped = False
-        finish: str | None = None
-        usage: Any = None
-        timings: dict[str, Any] = {}
-        server_model: str | None = None
-        events = 0
+        answer = _Answer(started, self.max_output_bytes)
+        # An SSE event carries at most the whole (JSON-escaped) answer; past that, stop reading.
+        line_limit = 6 * self.max_output_bytes + 65536
+        last = 0.0  # when the last chunk with data arrived: the end of the answer
         try:
+            response = await self._open_stream(request, url)
             try:
-                stream = await self._client.chat.completions.create(**self._arguments(request))
-            except openai.BadRequestError as exc:
-                if not (self._stream_options_ok and "stream_options" in str(exc)):
-                    raise
-                self._stream_options_ok = False  # older FastChat / LLaMA-Factory builds
-                stream = await self._client.chat.completions.create(**self._arguments(request))
-            async with stream:
-                async for chunk in stream:
-                    events += 1
-                    server_model = server_model or getattr(chunk, "model", None)
-                    extra = getattr(chunk, "model_extra", None) or {}
-                    if isinstance(extra.get("timings"), dict):
-                        timings = extra["timings"]
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    for choice in chunk.choices or []:
-                        piece = getattr(choice.delta, "content", None) if choice.delta else None
-                        if piece:
-                            if ttft is None:
-                                ttft = time.perf_counter() - started
-                            size += len(piece.encode("utf-8"))
-                            if size > self.max_output_bytes:
-                                capped = True
-                                break
-                            pieces.append(piece)
-                        if choice.finish_reason:
-                            finish = choice.finish_reason
-                    if capped:
-                        break
+                buffer = b""  # the start of an event not finished yet
+                chunks: list[bytes] = []  # received, not decoded yet ...
+                stamps: list[float] = []  # ... and when each arrived
+                seen = 0  # bytes so far: the content cannot be longer
+                unbroken = 0  # bytes since the last line break
+                received = response.aiter_bytes()
+                async for chunk in received:
+                    chunks.append(chunk)
+                    last = time.perf_counter()
+                    stamps.append(last)
+                    seen += len(chunk)
+                    if chunk.endswith(b"\n\n"):  # one or more whole events: the common case
+                        unbroken = 0
+                        urgent = chunk.endswith(b"[DONE]\n\n")
+                    else:
+                        cut = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+                        unbroken = unbroken + len(chunk) if cut < 0 else len(chunk) - cut - 1
+                        if unbroken > line_limit:
+                            raise BackendError("protocol", f"{url} sent over {line_limit} bytes without an event "
+                                               "boundary; not an OpenAI-compatible SSE stream", url=url)
+                        urgent = b"[DONE]" in chunk
+                    if urgent or seen > self.max_output_bytes or b'"error"' in chunk:
+                        buffer = answer.feed(buffer, chunks, stamps, url, self.api_key)
+                        chunks, stamps = [], []
+                        if answer.capped:
+                            break  # a model that loops: hang up rather than read megabytes more
+                        if answer.done:
+                            await _drain(received)
+                            break
+                        if len(buffer) > line_limit:
+                            raise BackendError("protocol", f"{url} sent over {line_limit} bytes without an event "
+                                               "boundary; not an OpenAI-compatible SSE stream", url=url)
+                else:
+                    if chunks:  # the stream ended without a [DONE] we spotted
+                        answer.feed(buffer, chunks, stamps, url, self.api_key, final=True)
+            finally:
+                await response.aclose()
         except BackendError:
             raise
-        except Exception as exc:  # the SDK raises many types; map each to an actionable error
+        except Exception as exc:  # transport errors (and anything exotic): map each to an actionable error
             raise self._error(exc, url) from None
-        if events == 0:
+        if answer.events == 0:
             raise BackendError(
                 "protocol",
                 f"{url} answered without any streamed event; is this an OpenAI-compatible server? {self._what_to_try()}",
                 url=url,
             )
+        usage, timings = answer.usage, answer.timings
         return Completion(
-            text="".join(pieces),
-            finish_reason="length" if capped else finish,
-            total_s=time.perf_counter() - started,
-            ttft_s=ttft,
-            prompt_tokens=getattr(usage, "prompt_tokens", None) or timings.get("prompt_n"),
-            output_tokens=getattr(usage, "completion_tokens", None) or timings.get("predicted_n"),
+            text="".join(answer.pieces),
+            finish_reason="length" if answer.capped else answer.finish,
+            # Latency ends when the answer's last byte arrived, not after decoding it (batched).
+            total_s=(last or time.perf_counter()) - started,
+            ttft_s=answer.ttft,
+            prompt_tokens=usage.get("prompt_tokens") or timings.get("prompt_n"),
+            output_tokens=usage.get("completion_tokens") or timings.get("predicted_n"),
             server_timings=timings,
-            capped=capped,
-            server_model=server_model,
+            capped=answer.capped,
+            server_model=answer.server_model,
         )
 
     def _root_url(self) -> str:
@@ -178,3 +219,174 @@ class OpenAICompatBackend(Backend):
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+# After the end of an answer, what is left of the body (normally just the end of the chunked
+# stream) is read, so that the keep-alive connection goes back to the pool instead of being
+# closed: a new TCP connection per call cost a third of the client's time. Within bounds: a
+# server that keeps talking is hung up on.
+DRAIN_BYTES, DRAIN_SECONDS = 65536, 0.5
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    drained = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for chunk in chunks:
+                drained += len(chunk)
+                if drained > DRAIN_BYTES:
+                    return
+    except (TimeoutError, httpx.HTTPError):
+        pass  # the answer is complete; only the connection is lost
+
+
+# A blank line ends an SSE event; CRLF is one line break (so `\r` alone only when no `\n` follows).
+_EVENT_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?!\n))")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+class _Answer:
+    """What the decoded events of one streamed answer add up to."""
+
+    __slots__ = ("started", "max_bytes", "pieces", "size", "capped", "done", "finish", "usage", "timings",
+                 "server_model", "ttft", "events")
+
+    def __init__(self, started: float, max_bytes: int):
+        self.started, self.max_bytes = started, max_bytes
+        self.pieces: list[str] = []
+        self.size = 0
+        self.capped = False
+        self.done = False
+        self.finish: str | None = None
+        self.usage: dict[str, Any] = {}
+        self.timings: dict[str, Any] = {}
+        self.server_model: str | None = None
+        self.ttft: float | None = None
+        self.events = 0
+
+    def _payloads(self, blocks: list[bytes]) -> tuple[list[bytes], list[int]]:
+        """The data of each event (its `data:` lines joined), up to [DONE], and the block of each."""
+        payloads: list[bytes] = []
+        where: list[int] = []
+        for index, block in enumerate(blocks):
+            if block[:5] == b"data:" and b"\n" not in block and b"\r" not in block:
+                payload = block[6:] if block[5:6] == b" " else block[5:]
+            else:  # several lines: data lines are joined; comments, `event:`, `id:`, `retry:` are not used
+                lines = [line for line in _LINE_END.split(block) if line[:5] == b"data:"]
+                if not lines:
+                    continue
+                payload = b"\n".join(line[6:] if line[5:6] == b" " else line[5:] for line in lines)
+            if payload.startswith(b"[DONE]"):
+                self.done = True
+                break
+            payloads.append(payload)
+            where.append(index)
+        return payloads, where
+
+    def feed(self, carry: bytes, chunks: list[bytes], stamps: list[float], url: str, api_key: str | None,
+             final: bool = False) -> bytes:
+        """Take every complete event of `carry` + `chunks` (and, when `final`, an unterminated
+        last one too); return the unfinished rest."""
+        joined = b"".join(chunks)
+        data = carry + joined if carry else joined
+        blocks = data.split(b"\n\n") if b"\r" not in data else _EVENT_END.split(data)
+        rest = blocks.pop()
+        if final and rest.strip():
+            blocks.append(rest)
+            rest = b""
+        if (blocks and b"\r" not in data and data.count(b"\n") == 2 * len(blocks) + rest.count(b"\n")
+                and all(block[:6] == b"data: " for block in blocks)):
+            # Every event is one `data: ` line (the common case): no loop over events needed.
+            payloads = [block[6:] for block in blocks]
+            where = range(len(payloads))
+            if b"[DONE]" in data:
+                for index, payload in enumerate(payloads):
+                    if payload.startswith(b"[DONE]"):
+                        self.done = True
+                        del payloads[index:]
+                        break
+        else:
+            payloads, where = self._payloads(blocks)
+
+        def arrival(block: int) -> float:
+            """When event `block` was complete: the arrival of the chunk holding its blank line."""
+            end = len(data)
+            for number, match in enumerate(_EVENT_END.finditer(data)):
+                if number == block:
+                    end = match.end()
+                    break
+            end -= len(carry)
+            for chunk, stamp in zip(chunks, stamps):
+                end -= len(chunk)
+                if end <= 0:
+                    return stamp
+            return stamps[-1]
+
+        objs = _decode_events(payloads, url)
+        self.events += len(objs)
+        for number, obj in enumerate(objs):
+            if "error" in obj and obj["error"]:
+                error = obj["error"]
+                message = error.get("message") if isinstance(error, dict) else None
+                raise BackendError("connection", redact(
+                    f"{url}: the server reported an error mid-answer: "
+                    f"{message if isinstance(message, str) and message else error}", [api_key]),
+                    url=url, retryable=True)
+            if self.server_model is None:
+                self.server_model = obj.get("model")
+            if "timings" in obj and isinstance(obj["timings"], dict):
+                self.timings = obj["timings"]
+            if "usage" in obj and isinstance(obj["usage"], dict):
+                self.usage = obj["usage"]
+            for choice in obj.get("choices") or ():
+                if not isinstance(choice, dict):
+                    continue
+                delta = choice.get("delta")
+                piece = delta.get("content") if isinstance(delta, dict) else None
+                if piece and isinstance(piece, str):
+                    if self.ttft is None:
+                        self.ttft = arrival(where[number]) - self.started
+                    self.size += len(piece.encode("utf-8"))
+                    if self.size > self.max_bytes:
+                        self.capped = True
+                        return rest
+                    self.pieces.append(piece)
+                if choice.get("finish_reason"):
+                    self.finish = choice["finish_reason"]
+        return rest
+
+
+def _decode_events(payloads: list[bytes], url: str) -> list[dict[str, Any]]:
+    """Decode event payloads: one json.loads for the batch when each is an object, else one by one
+    (which names the bad event)."""
+    if all(p[:1] == b"{" and p[-1:] == b"}" for p in payloads):
+        try:
+            objs = json.loads(b"[" + b",".join(payloads) + b"]")
+        except ValueError:
+            objs = None
+        if objs is not None and len(objs) == len(payloads) and all(type(o) is dict for o in objs):
+            return objs
+    return [_decode_event(p, url) for p in payloads]
+
+
+def _decode_event(payload: bytes, url: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        text = payload[:100].decode("utf-8", "replace")
+        raise BackendError("protocol", f"{url} sent an event that is not JSON: {text!r}; is this an "
+                           "OpenAI-compatible server?", url=url) from None
+    if not isinstance(obj, dict):
+        raise BackendError("protocol", f"{url} sent {type(obj).__name__} where an OpenAI-compatible server sends "
+                           "objects", url=url)
+    return obj
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """Read at most `limit` bytes of an error body: a garbage reply must not cost memory."""
+    data = b""
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) >= limit:
+            break
+    return data[:limit]
