@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator
 import httpx
 
 from ..models import ChatRequest, Completion
+from .streaming import drain
 from .base import Backend, BackendError, connection_error, dropped_error, status_error
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
@@ -138,7 +139,7 @@ class OllamaBackend(Backend):
                     if chunks:  # the stream ended without a `done` line we spotted
                         buffer = answer.feed(buffer, chunks, stamps, url)
                 if answer.final is not None and not answer.capped:
-                    await _drain(received)
+                    await drain(received)
                 if answer.final is None and not answer.capped and buffer.strip():
                     obj = _decode_line(buffer, url)
                     if "error" in obj:
@@ -207,25 +208,6 @@ class OllamaBackend(Backend):
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-# After the end of an answer, what is left of the body (normally just the end of the chunked
-# stream) is read, so that the keep-alive connection goes back to the pool instead of being
-# closed: a new TCP connection per call cost a third of the client's time. Within bounds: a
-# server that keeps talking is hung up on.
-DRAIN_BYTES, DRAIN_SECONDS = 65536, 0.5
-
-
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    drained = 0
-    try:
-        async with asyncio.timeout(DRAIN_SECONDS):
-            async for chunk in chunks:
-                drained += len(chunk)
-                if drained > DRAIN_BYTES:
-                    return
-    except (TimeoutError, httpx.HTTPError):
-        pass  # the answer is complete; only the connection is lost
 
 
 class _Answer:

@@ -20,6 +20,7 @@ import httpx
 import openai
 
 from ..models import ChatRequest, Completion
+from .streaming import drain
 from .base import Backend, BackendError, connection_error, dropped_error, redact, status_error
 
 
@@ -150,7 +151,7 @@ class OpenAICompatBackend(Backend):
                         if answer.capped:
                             break  # a model that loops: hang up rather than read megabytes more
                         if answer.done:
-                            await _drain(received)
+                            await drain(received)
                             break
                         if len(buffer) > line_limit:
                             raise BackendError("protocol", f"{url} sent over {line_limit} bytes without an event "
@@ -219,25 +220,6 @@ class OpenAICompatBackend(Backend):
 
     async def aclose(self) -> None:
         await self._client.close()
-
-
-# After the end of an answer, what is left of the body (normally just the end of the chunked
-# stream) is read, so that the keep-alive connection goes back to the pool instead of being
-# closed: a new TCP connection per call cost a third of the client's time. Within bounds: a
-# server that keeps talking is hung up on.
-DRAIN_BYTES, DRAIN_SECONDS = 65536, 0.5
-
-
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    drained = 0
-    try:
-        async with asyncio.timeout(DRAIN_SECONDS):
-            async for chunk in chunks:
-                drained += len(chunk)
-                if drained > DRAIN_BYTES:
-                    return
-    except (TimeoutError, httpx.HTTPError):
-        pass  # the answer is complete; only the connection is lost
 
 
 # A blank line ends an SSE event; CRLF is one line break (so `\r` alone only when no `\n` follows).
