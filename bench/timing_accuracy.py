@@ -8,7 +8,7 @@
 The difference is what harness adds on top of the server (HTTP, parsing, event loop): the
 median should be a few ms at most. Scoring happens after the clock stops.
 
-    python bench/timing_accuracy.py                   # llama.cpp 12 samples + 200 per instant protocol
+    python bench/timing_accuracy.py                   # llama.cpp 24 samples + 200 per instant protocol
     python bench/timing_accuracy.py --no-llama        # instant server only (seconds)
 """
 
@@ -71,12 +71,18 @@ async def bare(url: str, kind: str, samples: int, tasks_dir: Path, model: str = 
     out = []
     async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as client:
         for body in bodies:
-            started = time.perf_counter()
-            tail = b""
-            async with client.stream("POST", path, json=body) as response:
-                async for chunk in response.aiter_bytes():
-                    last = time.perf_counter()
-                    tail = chunk if b"timings" in chunk or b"total_duration" in chunk else tail
+            for attempt in range(3):  # a keep-alive connection the server just closed: send again
+                started = time.perf_counter()
+                tail = b""
+                try:
+                    async with client.stream("POST", path, json=body) as response:
+                        async for chunk in response.aiter_bytes():
+                            last = time.perf_counter()
+                            tail = chunk if b"timings" in chunk or b"total_duration" in chunk else tail
+                    break
+                except httpx.RemoteProtocolError:
+                    if attempt == 2:
+                        raise
             line = [x for x in tail.decode().splitlines() if "timings" in x or "total_duration" in x][-1]
             line = line.strip().removeprefix("data: ")
             server = json.loads(line) if kind == "ollama" else json.loads(line)["timings"]
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", "-j", type=int, default=1, help="requests in flight (default 1)")
     parser.add_argument("--no-llama", action="store_true", help="skip the real llama.cpp server")
     parser.add_argument("--llama-tasks", default="contact_card,ticket_classification,invoice")
-    parser.add_argument("--llama-cases", type=int, default=4)
+    parser.add_argument("--llama-cases", type=int, default=4, help="cases per task on llama.cpp (default 4)")
+    parser.add_argument("--llama-repeat", type=int, default=2, help="samples per case on llama.cpp (default 2)")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--max-load", type=float, default=1.0)
     parser.add_argument("--load-wait", type=float, default=120)
@@ -124,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
                 run(config, ROOT / "tasks", tmp_path / "warm", 4, task_filter=tasks, limit=args.llama_cases,
                     params=params)  # warm-up
                 records = run(config, ROOT / "tasks", tmp_path / "llama", args.concurrency, task_filter=tasks,
-                              limit=args.llama_cases, params=params)
+                              limit=args.llama_cases, params=params, repeat=args.llama_repeat)
                 rows.append(row("llama.cpp (real), OpenAI API", records, "openai"))
                 if args.concurrency == 1:
                     records = asyncio.run(bare(server.url, "openai", 0, ROOT / "tasks", server.model,
-                                               task_filter=tasks, limit=args.llama_cases, override=params))
+                                               task_filter=tasks, limit=args.llama_cases, override=params,
+                                               repeat=args.llama_repeat))
                     rows.append(row("  bare httpx client, same requests (the floor)", records, "openai"))
         tasks_dir = write_bench_task(tmp_path / "tasks", 10)
         with InstantServer("--piece-delay-ms", str(args.piece_delay_ms)) as server:
