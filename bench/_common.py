@@ -177,6 +177,7 @@ class LlamaServer:
         import tempfile
 
         self.parallel = parallel
+        self._own_log_dir = log_dir is None  # a temporary folder: removed on close
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="harness-bench-llama-"))
         self.backend: Any = None
         self.proc: subprocess.Popen | None = None
@@ -248,6 +249,10 @@ class LlamaServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._own_log_dir:
+            import shutil
+
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def __enter__(self) -> "LlamaServer":
         return self

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import BENCH, ROOT, InstantServer, command_line, fmt_table, machine_line, write_bench_task
+from _common import ROOT, InstantServer, command_line, fmt_table, machine_line, write_bench_task
 
 CASES = 10
 

@@ -7,7 +7,7 @@ the same prompts (a few tasks' cases), temperature 0 and a fixed max_tokens:
   * harness, concurrency 1: the sequential baseline.
 Output tokens/s = completion tokens (the server's usage) / wall time of the pass.
 
-    python bench/saturation.py                    # 3 tasks x 4 cases x 2, max_tokens 64: a few minutes
+    python bench/saturation.py                    # 3 tasks x 4 cases x 2, max_tokens 64, 4 rounds: ~5 minutes
     python bench/saturation.py --cases 2 --repeat 1 --rounds 1   # quicker
 """
 
@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="samples per case (default 2)")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--parallel", type=int, default=4, help="llama-server slots and concurrency (default 4)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; best of each (default 2)")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds, alternating which client goes first; best of each (default 4)")
     parser.add_argument("--no-sequential", action="store_true", help="skip the harness concurrency-1 pass")
     parser.add_argument("--max-load", type=float, default=1.0)
     parser.add_argument("--load-wait", type=float, default=120)
@@ -127,15 +128,20 @@ def main(argv: list[str] | None = None) -> int:
             if name not in best or tokens / seconds > best[name][1] / best[name][0]:
                 best[name] = (seconds, tokens)
 
-        for r in range(args.rounds):
-            seconds, tokens = asyncio.run(bare(chat, bodies, args.parallel))
-            keep("bare", seconds, tokens)
-            total, runner_s, h_tokens, errs = harness(url, tasks_dir, task_ids, args.cases, args.repeat, server.model,
-                                                      params, args.parallel, Path(tmp) / f"h{r}")
-            errors += errs
-            keep("harness", total, h_tokens)
-            print(f"  round {r + 1}: bare {tokens / seconds:6.1f} tok/s   harness {h_tokens / total:6.1f} tok/s",
-                  file=sys.stderr, flush=True)
+        ratios = []
+        for r in range(args.rounds):  # alternate which goes first: the server's speed drifts with the machine
+            for name in (("bare", "harness") if r % 2 == 0 else ("harness", "bare")):
+                if name == "bare":
+                    seconds, tokens = asyncio.run(bare(chat, bodies, args.parallel))
+                    keep("bare", seconds, tokens)
+                else:
+                    total, runner_s, h_tokens, errs = harness(url, tasks_dir, task_ids, args.cases, args.repeat,
+                                                              server.model, params, args.parallel, Path(tmp) / f"h{r}")
+                    errors += errs
+                    keep("harness", total, h_tokens)
+            ratios.append((h_tokens / total) / (tokens / seconds))
+            print(f"  round {r + 1}: bare {tokens / seconds:6.1f} tok/s   harness {h_tokens / total:6.1f} tok/s   "
+                  f"ratio {ratios[-1]:.2f}", file=sys.stderr, flush=True)
         if not args.no_sequential:
             total, runner_s, h_tokens, errs = harness(url, tasks_dir, task_ids, args.cases, args.repeat, server.model,
                                                       params, 1, Path(tmp) / "seq")
@@ -155,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.cases} cases x {args.repeat}), max_tokens {args.max_tokens}, temperature 0; best of {args.rounds}")
     print(fmt_table(["client", "output tok/s", "tokens", "wall s", "vs bare"], rows))
     ratio = rate["harness"] / rate["bare"]
+    print(f"per-round harness/bare ratios: {', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})")
     print(f"harness / bare at concurrency {args.parallel}: {ratio:.3f} (goal >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})"
           + (f"; concurrency {args.parallel} vs 1: x{rate['harness'] / rate['harness-1']:.2f}" if "harness-1" in rate else ""))
     if errors:
