@@ -7,11 +7,10 @@ counted as the model being slow. Durations arrive in nanoseconds.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 

@@ -10,11 +10,10 @@ The runner retries, with one policy for every backend.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import openai
@@ -93,7 +92,13 @@ class OpenAICompatBackend(Backend):
         for _ in range(2):
             sent = self._http.build_request("POST", f"{self.base_url}/chat/completions",
                                             json=self._arguments(request), headers=headers)
-            response = await self._http.send(sent, stream=True)
+            try:
+                response = await self._http.send(sent, stream=True)
+            except httpx.RemoteProtocolError:
+                # No response at all: a kept-alive connection the server closed just as we reused it
+                # (llama.cpp does, now and then). Send once more at once, on a fresh connection,
+                # instead of failing into the runner's retry with its backoff.
+                response = await self._http.send(sent, stream=True)
             if 200 <= response.status_code < 300:
                 return response
             try:
