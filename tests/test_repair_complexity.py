@@ -156,3 +156,68 @@ def test_quadratic_json_repair_input_is_cut_off() -> None:
     outcome = repair_output(text, "json", None)
     assert time.perf_counter() - start < 5.0
     assert not outcome.ok and "gave up" in (outcome.error or "")
+
+
+def test_one_watchdog_thread_serves_many_deadlines() -> None:
+    """Thousands of fast calls must not start a thread each (that cost more than a repair)."""
+    import threading
+
+    before = threading.active_count()
+    for _ in range(2000):
+        assert deadline_module.call_with_deadline(lambda: 1, 0.5) == 1
+    assert threading.active_count() <= before + 1
+
+
+def test_short_deadline_after_a_long_one_still_fires_on_time() -> None:
+    """A new deadline earlier than the watchdog's next look must wake it."""
+    import threading
+
+    outcome: list[float] = []
+
+    def long_sleeper() -> None:
+        deadline_module.call_with_deadline(lambda: time.sleep(0.6), 5.0)
+
+    sleeper = threading.Thread(target=long_sleeper)
+    sleeper.start()
+    time.sleep(0.05)
+    start = time.perf_counter()
+    with pytest.raises(deadline_module.DeadlineExceeded):
+        deadline_module.call_with_deadline(_spin, 0.05)
+    outcome.append(time.perf_counter() - start)
+    sleeper.join(5)
+    assert outcome[0] < 0.2, outcome
+
+
+def test_nested_deadlines_each_fire_for_their_own_call() -> None:
+    def inner() -> str:
+        try:
+            deadline_module.call_with_deadline(_spin, 0.05)
+        except deadline_module.DeadlineExceeded:
+            return "inner cut"
+        return "not cut"
+
+    assert deadline_module.call_with_deadline(inner, 2.0) == "inner cut"
+    with pytest.raises(deadline_module.DeadlineExceeded):
+        deadline_module.call_with_deadline(lambda: deadline_module.call_with_deadline(_spin, 5.0), 0.05)
+
+
+def _cut_in_child(queue: object) -> None:
+    try:
+        deadline_module.call_with_deadline(_spin, 0.05)
+    except deadline_module.DeadlineExceeded:
+        queue.put("cut")  # type: ignore[attr-defined]
+
+
+def test_deadline_works_in_a_forked_child_of_a_process_that_used_it() -> None:
+    import multiprocessing
+
+    deadline_module.call_with_deadline(lambda: None, 0.5)  # the parent's watchdog is running
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_cut_in_child, args=(queue,))
+    child.start()
+    child.join(5)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and queue.get(timeout=1) == "cut"
