@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
 from ..models import ChatRequest, Completion
-from .streaming import drain
+from .streaming import decode_batch, drain
 from .base import Backend, BackendError, connection_error, dropped_error, status_error
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
@@ -222,6 +222,30 @@ class _Answer:
         self.final: dict[str, Any] | None = None
         self.ttft: float | None = None
 
+    def _take_whole(self, objs: list[dict[str, Any]], arrival: Callable[[int], float]) -> bool:
+        """Take a batch of ordinary lines in a few list comprehensions instead of a line-by-line
+        loop (~1 us a line, and ollama sends one per token). Ordinary: every line has a `message`
+        object with string content, and the batch does not reach the byte cap. Anything else
+        returns False having changed nothing, and the line-by-line loop takes the batch; the
+        result is the same either way."""
+        try:
+            contents = [obj["message"]["content"] for obj in objs]
+            text = "".join(contents)
+        except (KeyError, TypeError):
+            return False
+        size = self.size + len(text.encode("utf-8"))
+        if size > self.max_bytes:
+            return False
+        if text and self.ttft is None:
+            self.ttft = arrival(next(index for index, content in enumerate(contents) if content)) - self.started
+        self.size = size
+        if text:
+            self.pieces.append(text)
+        finals = [obj for obj in objs if obj.get("done")]
+        if finals:
+            self.final = finals[-1]
+        return True
+
     def feed(self, carry: bytes, chunks: list[bytes], stamps: list[float], url: str) -> bytes:
         """Decode every complete line of `carry` + `chunks`; return the unfinished rest."""
         joined = b"".join(chunks)
@@ -231,7 +255,7 @@ class _Answer:
         stripped = [line.strip() for line in lines]
         if not all(stripped):
             stripped = [line for line in stripped if line]
-        objs = _decode_lines(stripped, url)
+        objs = decode_batch(stripped, lambda line: _decode_line(line, url))
 
         def arrival(index: int) -> float:
             """When the `index`-th non-empty line was complete: the arrival of its newline's chunk."""
@@ -247,6 +271,8 @@ class _Answer:
                     return stamp
             return stamps[-1]
 
+        if b'"error"' not in data and self._take_whole(objs, arrival):
+            return rest
         for index, obj in enumerate(objs):
             if "error" in obj:
                 raise BackendError("protocol", f"ollama at {url} reported: {obj['error']}", url=url)
@@ -262,19 +288,6 @@ class _Answer:
             if obj.get("done"):
                 self.final = obj
         return rest
-
-
-def _decode_lines(lines: list[bytes], url: str) -> list[dict[str, Any]]:
-    """Decode stripped non-empty NDJSON lines: one json.loads for the batch when each is an
-    object, else line by line (which names the bad line)."""
-    if all(line[:1] == b"{" and line[-1:] == b"}" for line in lines):
-        try:
-            objs = json.loads(b"[" + b",".join(lines) + b"]")
-        except ValueError:
-            objs = None
-        if objs is not None and len(objs) == len(lines) and all(type(o) is dict for o in objs):
-            return objs
-    return [_decode_line(line, url) for line in lines]
 
 
 def _error_text(body: str) -> str:
