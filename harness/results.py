@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import orjson
+
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
 SUMMARY = "summary.json"
@@ -143,7 +145,7 @@ class SampleWriter:
     def __init__(self, run_dir: Path):
         self.path = run_dir / SAMPLES
         self._truncate_torn_tail()
-        self._handle = self.path.open("a", encoding="utf-8")
+        self._handle = self.path.open("ab")
         self.count = 0
 
     def _truncate_torn_tail(self) -> None:
@@ -158,7 +160,11 @@ class SampleWriter:
             handle.truncate(cut)
 
     def append(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        try:  # orjson: a tenth of json.dumps's time
+            line = orjson.dumps(record, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
+        except TypeError:  # ints over 64 bits, lone surrogates in a model's output: json escapes those
+            line = (json.dumps(record, default=str) + "\n").encode("ascii")
+        self._handle.write(line)
         self._handle.flush()
         self.count += 1
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
 from typing import Any
 
-import jsonschema
 
 from .models import ParseResult, Score
 from .repair import repair_output
+from .repair.validators import validator_for
 
 MAX_VIOLATIONS = 50
 _FENCE = re.compile(r"\A```(?:json|JSON)?[ \t]*\n(.*)\n```\Z", re.S)
@@ -31,36 +30,6 @@ FAILURE_KINDS = (
     "not_json",
     "schema_invalid",
 )
-
-
-class _SchemaKey(dict):
-    """A hashable view on a schema so validators are compiled once per schema."""
-
-    def __hash__(self) -> int:  # type: ignore[override]
-        return hash(json.dumps(self, sort_keys=True))
-
-
-@lru_cache(maxsize=256)
-def _validator(schema: _SchemaKey) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(dict(schema), format_checker=jsonschema.FormatChecker())
-
-
-# The same schema object comes back for every sample of a task: look it up by identity first
-# (hashing a schema's canonical JSON cost 7-22 us per call on the bundled tasks, once or twice
-# per sample). The entry keeps the schema alive, so its id cannot be reused by another object;
-# schemas are never modified once loaded.
-_BY_IDENTITY: dict[int, tuple[Any, jsonschema.Draft202012Validator]] = {}
-
-
-def validator_for(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
-    hit = _BY_IDENTITY.get(id(schema))
-    if hit is not None and hit[0] is schema:
-        return hit[1]
-    validator = _validator(_SchemaKey(schema))
-    if len(_BY_IDENTITY) >= 256:
-        _BY_IDENTITY.clear()
-    _BY_IDENTITY[id(schema)] = (schema, validator)
-    return validator
 
 
 def json_path(parts: Any) -> str:

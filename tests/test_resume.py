@@ -277,3 +277,17 @@ def test_second_ctrl_c_quits_at_once(tmp_path):
         done = resume(tmp_path, run_dir)
         assert done.returncode == 0, done.stderr
         check_resumed(server, run_dir, finished_before, requests_before)
+
+
+def test_sample_writer_keeps_what_orjson_refuses(tmp_path) -> None:
+    """A lone surrogate in a model's output or a huge int in server timings must not lose the sample."""
+    from harness.results import SampleWriter, iter_samples
+
+    writer = SampleWriter(tmp_path)
+    writer.append({"key": "a", "output": "half a pair: \ud800", "timing": {"server": {"n": 2**70}}})
+    writer.append({"key": "b", "output": "Grüße", "x": float("nan")})
+    writer.close()
+    records = list(iter_samples(tmp_path))
+    assert [r["key"] for r in records] == ["a", "b"]
+    assert records[0]["output"] == "half a pair: \ud800" and records[0]["timing"]["server"]["n"] == 2**70
+    assert records[1]["output"] == "Grüße"

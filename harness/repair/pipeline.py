@@ -13,11 +13,7 @@ needs no syntax repair at all.
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
 from typing import Any, Final
-
-import jsonschema
 
 from .extract import extract_payload, strict_payload
 from .kinds import ordered
@@ -25,6 +21,7 @@ from .lexer import dumps, loads_strict
 from .outcome import RepairError, RepairOutcome
 from .schema_aware import conform, preferred_container
 from .syntax import repair_syntax
+from .validators import validator_for
 
 OUTPUT_FORMATS: Final[tuple[str, ...]] = ("json", "content", "fence")
 
@@ -62,14 +59,9 @@ def _run(text: str, output_format: str, schema: dict[str, Any] | bool | None) ->
     return RepairOutcome(dumps(value), value, True, ordered(kinds), None)
 
 
-@lru_cache(maxsize=128)
-def _validator_for(schema_json: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(json.loads(schema_json))
-
-
 def _schema_valid(value: Any, schema: dict[str, Any]) -> bool:
     """Whether a value already fits: a fitting value is left exactly as the model wrote it."""
-    return _validator_for(json.dumps(schema, sort_keys=True)).is_valid(value)
+    return validator_for(schema, formats=False).is_valid(value)
 
 
 def repair_output(text: str, output_format: str, schema: dict[str, Any] | bool | None = None) -> RepairOutcome:

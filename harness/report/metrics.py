@@ -9,7 +9,7 @@ so one table shows all three on the same cases.
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
