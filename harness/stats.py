@@ -129,7 +129,7 @@ def paired_diff_interval(both: int, only_first: int, only_second: int, neither: 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Linear-interpolated percentile (q in 0..100); the same definition as the
-    report's (harness.report.metrics.percentile), so compare/gate print the
+    report uses (it imports this one), so compare/gate print the
     same p50/p95 as `harness report`. None for no data."""
     if not values:
         return None

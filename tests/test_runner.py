@@ -305,3 +305,14 @@ def test_resume_reruns_only_error_samples(tmp_path: Path) -> None:
     final = read_samples(run_dir)
     assert len(final) == 4 and all(r["error"] is None for r in final)
     assert read_manifest(run_dir)["status"] == "complete"
+
+
+def test_generation_params_to_dict_covers_every_field() -> None:
+    """to_dict is spelled out for speed; a field added later must not be silently dropped."""
+    from dataclasses import fields
+
+    from harness.models import GenerationParams
+
+    names = [f.name for f in fields(GenerationParams)]
+    assert GenerationParams(**{name: 1 for name in names}).to_dict() == {name: 1 for name in names}
+    assert GenerationParams().to_dict() == {}

@@ -104,10 +104,11 @@ def test_bootstrap_no_shift_interval_contains_zero():
         bootstrap_percentile_diff([], b, 50)
 
 
-def test_percentile_matches_report_definition():
-    from harness.report.metrics import percentile as report_percentile
-
-    values = [3.0, 1.0, 4.0, 1.5, 9.0, 2.6]
-    for q in (0, 25, 50, 95, 100):
-        assert percentile(values, q) == report_percentile(values, q)
+def test_percentile_is_linear_interpolation_between_ranks():
+    """The definition reports, compare and gate share (numpy's default, 'linear')."""
+    values = [3.0, 1.0, 4.0, 1.5, 9.0, 2.6]  # sorted: 1, 1.5, 2.6, 3, 4, 9
+    assert percentile(values, 0) == 1.0 and percentile(values, 100) == 9.0
+    assert percentile(values, 50) == pytest.approx(2.8)  # halfway between 2.6 and 3.0
+    assert percentile(values, 95) == pytest.approx(7.75)  # position 4.75: 4 + 0.75 * 5
+    assert percentile([7.0], 95) == 7.0
     assert percentile([], 50) is None
