@@ -129,16 +129,21 @@ def main(argv: list[str] | None = None) -> int:
                 best[name] = (seconds, tokens)
 
         ratios = []
+        pooled = {"bare": [0.0, 0], "harness": [0.0, 0]}  # seconds, tokens over every round
         for r in range(args.rounds):  # alternate which goes first: the server's speed drifts with the machine
             for name in (("bare", "harness") if r % 2 == 0 else ("harness", "bare")):
                 if name == "bare":
                     seconds, tokens = asyncio.run(bare(chat, bodies, args.parallel))
                     keep("bare", seconds, tokens)
+                    pooled["bare"][0] += seconds
+                    pooled["bare"][1] += tokens
                 else:
                     total, runner_s, h_tokens, errs = harness(url, tasks_dir, task_ids, args.cases, args.repeat,
                                                               server.model, params, args.parallel, Path(tmp) / f"h{r}")
                     errors += errs
                     keep("harness", total, h_tokens)
+                    pooled["harness"][0] += total
+                    pooled["harness"][1] += h_tokens
             ratios.append((h_tokens / total) / (tokens / seconds))
             print(f"  round {r + 1}: bare {tokens / seconds:6.1f} tok/s   harness {h_tokens / total:6.1f} tok/s   "
                   f"ratio {ratios[-1]:.2f}", file=sys.stderr, flush=True)
@@ -161,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.cases} cases x {args.repeat}), max_tokens {args.max_tokens}, temperature 0; best of {args.rounds}")
     print(fmt_table(["client", "output tok/s", "tokens", "wall s", "vs bare"], rows))
     ratio = rate["harness"] / rate["bare"]
-    print(f"per-round harness/bare ratios: {', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})")
+    pooled_ratio = (pooled["harness"][1] / pooled["harness"][0]) / (pooled["bare"][1] / pooled["bare"][0])
+    print(f"per-round harness/bare ratios: {', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f}); "
+          f"all rounds pooled (tokens / seconds of every pass): {pooled_ratio:.3f}")
     print(f"harness / bare at concurrency {args.parallel}: {ratio:.3f} (goal >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})"
           + (f"; concurrency {args.parallel} vs 1: x{rate['harness'] / rate['harness-1']:.2f}" if "harness-1" in rate else ""))
     if errors:

@@ -103,12 +103,17 @@ def _ndjson(pieces: list[str | None], odd: str) -> bytes:
         body = body.replace(b"\n", b"\n\n", 3)
     if odd == "error":
         body = b'{"error": "model not found"}\n' + body
+    if odd == "crlf":
+        body = body.replace(b"\n", b"\r\n")
+    if odd == "spaces":
+        body = body.replace(b"\n", b"  \n ")
     return body
 
 
 def _feed_ollama(data: bytes, cuts: list[int], max_bytes: int, fast: bool, monkeypatch) -> dict:
     with monkeypatch.context() as patch:
         if not fast:
+            patch.setattr(ollama, "_plain_lines", lambda lines: None)
             patch.setattr(ollama._Answer, "_take_whole", lambda *args: False)
         answer = ollama._Answer(0.0, max_bytes)
         carry = b""
@@ -125,7 +130,8 @@ def _feed_ollama(data: bytes, cuts: list[int], max_bytes: int, fast: bool, monke
 
 
 @settings(max_examples=150, deadline=None)
-@given(pieces=pieces_strategy, odd=st.sampled_from(["", "", "raw-utf8", "no-message", "blank-lines", "error"]),
+@given(pieces=pieces_strategy, odd=st.sampled_from(["", "", "raw-utf8", "no-message", "blank-lines", "error", "crlf",
+                                                   "spaces"]),
        cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=6),
        max_bytes=st.sampled_from([10_000, 40, 5]))
 def test_ollama_fast_path_gives_what_the_line_loop_gives(pieces, odd, cuts, max_bytes, monkeypatch_session) -> None:
@@ -162,3 +168,73 @@ def monkeypatch_session():
     patch = pytest.MonkeyPatch()
     yield patch
     patch.undo()
+
+
+def _serve_once(body: bytes, headers: dict[str, str]) -> tuple[str, "threading.Thread"]:
+    """A one-request HTTP server on a free port that answers `body` with `headers`."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            head, _, rest = request.partition(b"\r\n\r\n")
+            length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length")), b"0"))
+            while len(rest) < length:
+                rest += conn.recv(65536)
+            lines = [b"HTTP/1.1 200 OK", f"Content-Length: {len(body)}".encode(), b"Connection: close"]
+            lines += [f"{k}: {v}".encode() for k, v in headers.items()]
+            conn.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        listener.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", thread
+
+
+@pytest.mark.parametrize("protocol", ["openai", "ollama"])
+def test_a_compressed_stream_is_decompressed(protocol: str) -> None:
+    """Bodies are read raw for speed, except when the server (or a proxy) compressed them."""
+    import asyncio
+    import gzip
+
+    from harness.models import ChatRequest, GenerationParams
+
+    if protocol == "openai":
+        plain = _sse(["Hel", "lo"], "stop", {}, True, "")
+        content_type = "text/event-stream"
+    else:
+        plain = _ndjson(["Hel", "lo"], "")
+        content_type = "application/x-ndjson"
+    url, thread = _serve_once(gzip.compress(plain), {"Content-Encoding": "gzip", "Content-Type": content_type})
+
+    async def call() -> str:
+        if protocol == "openai":
+            backend = openai_compat.OpenAICompatBackend("t", url + "/v1")
+        else:
+            backend = ollama.OllamaBackend("t", url)
+        try:
+            request = ChatRequest(model="m", messages=({"role": "user", "content": "hi"},), params=GenerationParams())
+            return (await backend.complete(request)).text
+        finally:
+            await backend.aclose()
+
+    assert asyncio.run(call()) == "Hello"
+    thread.join(5)
+
+
+@pytest.mark.parametrize("bad", [b'{"a": 1},{"b": 2}\n', b'{"a": 1}, 3\n', b'[{"a": 1}]\n', b'{"a": 1} {"b": 2}\n'])
+def test_a_line_that_is_not_one_object_is_named_not_taken(bad: bytes, monkeypatch_session) -> None:
+    """One replace turns lines into an array; a line holding two values must not pass for two lines."""
+    data = _ndjson(["a"], "").replace(b"\n", b"\n" + bad, 1)
+    fast = _feed_ollama(data, [], 10_000, True, monkeypatch_session)
+    assert fast == _feed_ollama(data, [], 10_000, False, monkeypatch_session)
+    assert fast["outcome"] is not None and fast["outcome"][0] == "BackendError"

@@ -13,9 +13,10 @@ import time
 from typing import Any, Callable
 
 import httpx
+import orjson
 
 from ..models import ChatRequest, Completion
-from .streaming import decode_batch, drain
+from .streaming import body_chunks, decode_batch, drain
 from .base import Backend, BackendError, connection_error, dropped_error, status_error
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
@@ -112,7 +113,7 @@ class OllamaBackend(Backend):
                 # A streamed line is one small piece; a stream:false body is one line holding
                 # the whole (escaped) answer. Past either bound, memory is all we would lose.
                 line_limit = self.max_output_bytes + 65536 if stream else NON_STREAM_BODY_LIMIT
-                received = response.aiter_bytes()
+                received = body_chunks(response)
                 async for chunk in received:
                     chunks.append(chunk)
                     last = time.perf_counter()
@@ -250,21 +251,23 @@ class _Answer:
         """Decode every complete line of `carry` + `chunks`; return the unfinished rest."""
         joined = b"".join(chunks)
         data = carry + joined if carry else joined
-        lines = data.split(b"\n")
-        rest = lines.pop()
-        stripped = [line.strip() for line in lines]
-        if not all(stripped):
-            stripped = [line for line in stripped if line]
-        objs = decode_batch(stripped, lambda line: _decode_line(line, url))
+        end = data.rfind(b"\n")
+        rest = data[end + 1:]
+        objs = _plain_lines(data[:end]) if end >= 0 else []
+        if objs is None:  # blank lines, CRLF, a bad line: line by line
+            stripped = [line.strip() for line in data[:end].split(b"\n")]
+            objs = decode_batch([line for line in stripped if line], lambda line: _decode_line(line, url))
 
         def arrival(index: int) -> float:
             """When the `index`-th non-empty line was complete: the arrival of its newline's chunk."""
-            end, count = -len(carry), -1
-            for line in lines:
-                end += len(line) + 1
-                count += bool(line.strip())
+            start, count, end = 0, -1, len(data)
+            while (newline := data.find(b"\n", start)) >= 0:
+                count += bool(data[start:newline].strip())
+                start = newline + 1
                 if count == index:
+                    end = start
                     break
+            end -= len(carry)
             for chunk, stamp in zip(chunks, stamps):
                 end -= len(chunk)
                 if end <= 0:
@@ -288,6 +291,21 @@ class _Answer:
             if obj.get("done"):
                 self.final = obj
         return rest
+
+
+def _plain_lines(lines: bytes) -> list[dict[str, Any]] | None:
+    """Decode LF-separated NDJSON lines, none blank, without splitting them: one replace makes
+    ``A\nB`` the JSON array ``[A,B]``, parsed once. None for any other shape (the caller then
+    goes line by line, and names a bad line)."""
+    if not lines or b"\r" in lines or b"\n\n" in lines or lines[:1] == b"\n":
+        return None
+    try:
+        objs = orjson.loads(b"[" + lines.replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    if len(objs) != lines.count(b"\n") + 1 or set(map(type, objs)) != {dict}:
+        return None  # an item per line, each an object
+    return objs  # type: ignore[no-any-return]
 
 
 def _error_text(body: str) -> str:

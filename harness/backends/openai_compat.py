@@ -20,7 +20,7 @@ import openai
 import orjson
 
 from ..models import ChatRequest, Completion
-from .streaming import decode_batch, drain
+from .streaming import body_chunks, decode_batch, drain
 from .base import Backend, BackendError, connection_error, dropped_error, redact, status_error
 
 
@@ -135,7 +135,7 @@ class OpenAICompatBackend(Backend):
                 stamps: list[float] = []  # ... and when each arrived
                 seen = 0  # bytes so far: the content cannot be longer
                 unbroken = 0  # bytes since the last line break
-                received = response.aiter_bytes()
+                received = body_chunks(response)
                 async for chunk in received:
                     chunks.append(chunk)
                     last = time.perf_counter()

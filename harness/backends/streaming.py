@@ -15,6 +15,14 @@ import orjson
 DRAIN_BYTES, DRAIN_SECONDS = 65536, 0.5
 
 
+def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The response body as it arrives. Raw unless the server compressed it: a model sends one
+    event per token, and `aiter_bytes` passes every chunk through an (identity) decoder and one
+    more generator, ~0.4 us a chunk for nothing."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    return response.aiter_raw() if encoding in ("", "identity") else response.aiter_bytes()
+
+
 async def drain(chunks: AsyncIterator[bytes]) -> None:
     """Read what is left of a finished answer's body, within bounds."""
     drained = 0
