@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--deadline", type=float, metavar="SECONDS", help="stop the whole run after this long (resumable)")
     run.add_argument("--retries", type=int, default=3, help="retries per call on transient errors (default 3)")
     run.add_argument("--timeout", type=float, help="per-request timeout in seconds (default 600)")
+    run.add_argument("--scoring", choices=["auto", "inline", "process"], default="auto",
+                     help="score answers in a child process, keeping this one on I/O "
+                          "(default auto: for runs of 200+ samples on 2+ cores)")
     run.add_argument("--format", "-f", default="table", choices=["table", "markdown", "csv", "json"])
     run.set_defaults(handler=cmd_run)
 
@@ -153,6 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options.concurrency = args.concurrency or options.concurrency
     options.deadline_s = args.deadline
     options.max_retries = args.retries
+    options.scoring = args.scoring
     if args.cache and not args.no_cache:
         options.cache_path = Path(args.cache)
     try:

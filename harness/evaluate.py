@@ -30,6 +30,9 @@ from .runner import CircuitBreaker, RetryPolicy, Runner, count_jobs, plan_jobs
 from .tasks import Task, load_tasks
 
 DEFAULT_CONCURRENCY = 4
+# From this many samples on, `scoring="auto"` scores in a child process (on two cores or more):
+# starting it costs ~0.15 s of CPU, which a short run would not win back.
+PROCESS_SCORING_MIN_SAMPLES = 200
 
 
 @dataclass
@@ -51,6 +54,10 @@ class RunOptions:
     deadline_s: float | None = None
     max_retries: int = 3
     progress: bool = True
+    # Where answers are scored: "process" (a child process: the client's core stays on I/O, see
+    # harness/scorers.py), "inline" (on the event loop), or "auto": process for runs of
+    # PROCESS_SCORING_MIN_SAMPLES or more on a machine with two cores or more.
+    scoring: str = "auto"
 
 
 class RunInterrupted(Exception):
@@ -209,6 +216,7 @@ async def run_evaluation(
         runner = Runner(backend, by_id, writer.append, concurrency=concurrency,
                         policy=RetryPolicy(max_retries=options.max_retries), breaker=CircuitBreaker(),
                         repair=options.repair, cache=cache, on_notice=notice,
+                        score_in_process=_score_in_process(options, remaining),
                         on_progress=lambda record: progress.update(1) if progress else None)
         started = time.perf_counter()
         try:
@@ -235,6 +243,14 @@ async def run_evaluation(
         if writer is not None:
             writer.close()
         await backend.aclose()
+
+
+def _score_in_process(options: RunOptions, samples: int) -> bool:
+    if options.scoring not in ("auto", "inline", "process"):
+        raise ValueError(f"scoring must be auto, inline or process, not {options.scoring!r}")
+    if options.scoring != "auto":
+        return options.scoring == "process"
+    return samples >= PROCESS_SCORING_MIN_SAMPLES and (os.cpu_count() or 1) >= 2
 
 
 def _fresh_run_dir(root: Path, run_id: str) -> Path:

@@ -20,8 +20,15 @@ from urllib.parse import unquote, urlsplit
 
 from .backends.base import Backend, BackendError, redact
 from .models import CallError, Completion, GenerationParams, Job, Mode
-from .scoring import score_text, score_to_dict
+from .scorers import ScoringProcess, score_completion
 from .tasks import Task
+
+# Answers handed to the scoring process and not scored yet, per worker, before the workers
+# wait for it (it only falls behind on pathological repairs).
+SCORING_BACKLOG_PER_WORKER = 16
+# A scoring process that answers nothing for this long while answers wait is given up on (one
+# answer takes at most ~1 s to score: json_repair has a 0.5 s deadline, inputs are capped).
+SCORING_STALL_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -223,8 +230,10 @@ def sample_record(
     repair: bool,
     cached: bool = False,
     backend_kind: str = "",
+    score_now: bool = True,
 ) -> dict[str, Any]:
-    """The JSON-lines record of one sample: request, output, timings, error and score."""
+    """The JSON-lines record of one sample: request, output, timings, error and score (None
+    for now when not `score_now`: the scoring process fills it in)."""
     record: dict[str, Any] = {
         "key": job.key,
         "task": job.task_id,
@@ -245,8 +254,8 @@ def sample_record(
                       error={"kind": error.kind, "message": error.message, "status": error.status} if error else None,
                       score=None)
         return record
-    score = score_text(completion.text, task.output_format, task.schema, completion.finish_reason, repair=repair,
-                       constrained=job.mode == "constrained")
+    score = score_completion(task.output_format, task.schema, completion.text, completion.finish_reason,
+                             job.mode == "constrained", repair) if score_now else None
     record.update(
         output=completion.text,
         finish_reason=completion.finish_reason,
@@ -262,7 +271,7 @@ def sample_record(
         },
         server_model=completion.server_model,
         error=None,
-        score=score_to_dict(score),
+        score=score,
     )
     return record
 
@@ -281,6 +290,7 @@ class Runner:
         breaker: CircuitBreaker | None = None,
         repair: bool = True,
         cache: ResponseCache | None = None,
+        score_in_process: bool = False,
         on_notice: Callable[[str], None] = lambda message: None,
         on_progress: Callable[[dict[str, Any]], None] = lambda record: None,
     ):
@@ -296,13 +306,101 @@ class Runner:
         self.on_progress = on_progress
         self.in_flight = 0
         self.max_in_flight = 0
+        self.score_in_process = score_in_process
+        self.scoring: ScoringProcess | None = None
+        self.scoring_stall_s = SCORING_STALL_SECONDS
+        # Records whose answer is with the scoring process: number -> (record, task, completion).
+        self._unscored: dict[int, tuple[dict[str, Any], Task, Completion]] = {}
+        self._numbers = 0
+        self._late_error: BaseException | None = None  # raised by the sink from a scoring callback
 
-    async def _one(self, job: Job) -> dict[str, Any]:
+    def _finish(self, record: dict[str, Any]) -> None:
+        self.sink(record)
+        self.on_progress(record)
+
+    def _scored(self, number: int, score: dict[str, Any] | None) -> None:
+        """A score is back from the scoring process (None: it could not; score it here)."""
+        entry = self._unscored.pop(number, None)
+        if entry is None:
+            return
+        record, task, completion = entry
+        if score is None:
+            score = score_completion(task.output_format, task.schema, completion.text, completion.finish_reason,
+                                     record["mode"] == "constrained", self.repair)
+        record["score"] = score
+        try:
+            self._finish(record)
+        except BaseException as exc:  # noqa: BLE001 - called from a pipe callback: re-raised by the run
+            self._late_error = self._late_error or exc
+
+    def _raise_late_error(self) -> None:
+        if self._late_error is not None:
+            error, self._late_error = self._late_error, None
+            raise error
+
+    def _score_the_rest_here(self) -> None:
+        for number in list(self._unscored):
+            self._scored(number, None)
+
+    async def _record(self, job: Job, task: Task, completion: Completion | None, error: CallError | None,
+                      attempts: int, cached: bool = False) -> None:
+        """Write the sample's record: at once, or once the scoring process has scored it."""
+        self._raise_late_error()
+        scoring = self.scoring
+        if completion is None or scoring is None or not scoring.alive:
+            self._finish(sample_record(job, task, completion, error, attempts, repair=self.repair, cached=cached,
+                                       backend_kind=self.backend.kind))
+            return
+        record = sample_record(job, task, completion, error, attempts, repair=self.repair, cached=cached,
+                               backend_kind=self.backend.kind, score_now=False)
+        self._numbers += 1
+        self._unscored[self._numbers] = (record, task, completion)
+        if not scoring.submit(self._numbers, task.id, completion.text, completion.finish_reason,
+                              job.mode == "constrained"):
+            self._scored(self._numbers, None)
+        elif len(self._unscored) > SCORING_BACKLOG_PER_WORKER * self.concurrency:
+            if not await scoring.wait_idle(self.scoring_stall_s) and self.scoring is scoring:
+                self._give_up_scoring(scoring)
+
+    def _give_up_scoring(self, scoring: ScoringProcess) -> None:
+        self.on_notice(f"the scoring process answered nothing for {self.scoring_stall_s:g}s; "
+                       "scoring in this process from now on")
+        self.scoring = None
+        scoring.abandon()
+        self._score_the_rest_here()
+
+    async def _start_scoring(self) -> None:
+        formats = {task_id: (task.output_format, task.schema) for task_id, task in self.tasks.items()}
+        scoring = ScoringProcess(formats, self.repair, self._scored, self.on_notice)
+        try:
+            await scoring.start()
+        except OSError as exc:
+            self.on_notice(f"could not start the scoring process ({exc}); scoring in this process")
+            return
+        self.scoring = scoring
+
+    async def _stop_scoring(self, cancelled: bool) -> None:
+        """Every answer gets its record: waited for from the child after a normal end; scored here
+        at once when the run was cancelled (the child's copy is then dropped)."""
+        scoring, self.scoring = self.scoring, None
+        if scoring is None:
+            return
+        if not cancelled and not await scoring.wait_idle(self.scoring_stall_s):
+            self._give_up_scoring(scoring)
+            cancelled = True
+        self._score_the_rest_here()
+        if cancelled:
+            scoring.abandon()
+        else:
+            await scoring.aclose()
+        self._raise_late_error()
+
+    async def _one(self, job: Job) -> None:
         task = self.tasks[job.task_id]
         cached = self.cache.get(job) if self.cache else None
         if cached is not None:
-            return sample_record(job, task, cached, None, 0, repair=self.repair, cached=True,
-                                 backend_kind=self.backend.kind)
+            await self._record(job, task, cached, None, 0, cached=True)
+            return
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -312,20 +410,20 @@ class Runner:
             self.in_flight -= 1
         if completion is not None and self.cache is not None:
             self.cache.put(job, completion)
-        return sample_record(job, task, completion, error, attempts, repair=self.repair,
-                             backend_kind=self.backend.kind)
+        await self._record(job, task, completion, error, attempts)
 
     async def _worker(self, jobs: Iterator[Job]) -> None:
         for job in jobs:  # a shared iterator: each job is taken by exactly one worker
-            record = await self._one(job)
-            self.sink(record)
-            self.on_progress(record)
+            await self._one(job)
 
     async def run(self, jobs: Iterable[Job], deadline_s: float | None = None) -> None:
         """Run every job; on cancellation or deadline, in-flight calls are cancelled and
         everything already finished is already in the sink."""
         iterator = iter(jobs)
+        if self.score_in_process:
+            await self._start_scoring()
         workers = [asyncio.create_task(self._worker(iterator)) for _ in range(self.concurrency)]
+        finished = False
         try:
             done, pending = await asyncio.wait(workers, timeout=deadline_s, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -333,7 +431,9 @@ class Runner:
                     raise task.exception()  # type: ignore[misc]
             if pending:
                 raise TimeoutError(f"run deadline of {deadline_s:.0f}s reached")
+            finished = True
         finally:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            await self._stop_scoring(cancelled=not finished)

@@ -136,18 +136,46 @@ def check_resumed(server, run_dir: Path, finished_before: set[str], requests_bef
     assert (run_dir / "summary.json").exists()
 
 
-def test_sigkill_then_resume_with_torn_line(tmp_path):
+def children_of(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True
+    return fields[0] == "Z"
+
+
+@pytest.mark.parametrize("scoring", ["inline", "process"])
+def test_sigkill_then_resume_with_torn_line(tmp_path, scoring):
     write_task(tmp_path / "tasks")
     behaviour = Behaviour(outputs=answer, delay_s=0.25)
     with openai_server(behaviour) as server:
-        proc, _, _ = start_run(tmp_path, server.url)
+        proc, _, _ = start_run(tmp_path, server.url, "--scoring", scoring)
         try:
             run_dir = wait_for_run_dir(tmp_path / "results", proc)
             wait_for_lines(run_dir, proc, 6)
+            helpers = children_of(proc.pid)
         finally:
             proc.kill()
             proc.wait(timeout=10)
         assert proc.returncode == -signal.SIGKILL
+        assert len(helpers) == (1 if scoring == "process" else 0)
+        deadline = time.monotonic() + 5
+        while not all(gone(pid) for pid in helpers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(gone(pid) for pid in helpers), "the scoring process outlived a killed harness"
         finished_before = {r["key"] for r in complete_lines(run_dir)}
         assert 6 <= len(finished_before) < CASES
         # A crash in the middle of writing a line leaves half of it behind.
@@ -163,12 +191,13 @@ def test_sigkill_then_resume_with_torn_line(tmp_path):
         check_resumed(server, run_dir, finished_before, requests_before)
 
 
+@pytest.mark.parametrize("scoring", ["inline", "process"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_stops_cleanly_then_resume(tmp_path, signum):
+def test_signal_stops_cleanly_then_resume(tmp_path, signum, scoring):
     write_task(tmp_path / "tasks")
     behaviour = Behaviour(outputs=answer, delay_s=0.2)
     with openai_server(behaviour) as server:
-        proc, _, err = start_run(tmp_path, server.url)
+        proc, _, err = start_run(tmp_path, server.url, "--scoring", scoring)
         try:
             run_dir = wait_for_run_dir(tmp_path / "results", proc)
             wait_for_lines(run_dir, proc, 4)
