@@ -3,8 +3,9 @@
 Each run is the real `harness run` (the CLI entry point: plan, backend, runner, scoring
 with repair, samples.jsonl, summary, the printed table) in its own subprocess, against the
 instant server (bench/instant_server.py, another process); the child reports its own
-resource.getrusage(RUSAGE_SELF).ru_maxrss. Samples stream to disk, so the peak must not
-grow with the number of samples.
+resource.getrusage(RUSAGE_SELF).ru_maxrss, and RUSAGE_CHILDREN for its scoring process
+(harness/scorers.py). Samples stream to disk, so neither peak may grow with the number of
+samples.
 
     python bench/memory.py                      # 5,000 vs 50,000 samples (about 5 minutes)
     python bench/memory.py --samples 1000,10000 # quicker
@@ -42,7 +43,8 @@ def child(argv: list[str]) -> int:
             sys.stdout = stdout
     elapsed = time.perf_counter() - started
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"code": code, "peak_kb": peak_kb, "elapsed_s": elapsed}))
+    scorer_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the scoring process, if any
+    print(json.dumps({"code": code, "peak_kb": peak_kb, "scorer_kb": scorer_kb, "elapsed_s": elapsed}))
     return 0
 
 
@@ -77,24 +79,28 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.samples.split(",") if s.strip()]
 
     print(machine_line())
-    rows, peaks = [], []
+    rows, peaks, scorer_peaks = [], [], []
     with tempfile.TemporaryDirectory(prefix="harness-bench-mem-") as tmp, InstantServer() as server:
         tasks = write_bench_task(Path(tmp) / "tasks", CASES)
         for size in sizes:
             results = Path(tmp) / f"results-{size}"
             result = run_child(server, tasks, results, size, args.protocol, args.concurrency)
             peaks.append(result["peak_kb"] / 1024)
-            rows.append([f"{result['samples']:,}", f"{result['peak_kb'] / 1024:.1f}", f"{result['file_mb']:.1f}",
+            scorer_peaks.append(result["scorer_kb"] / 1024)
+            rows.append([f"{result['samples']:,}", f"{result['peak_kb'] / 1024:.1f}",
+                         f"{result['scorer_kb'] / 1024:.1f}", f"{result['file_mb']:.1f}",
                          f"{result['elapsed_s']:.1f}", f"{result['samples'] / result['elapsed_s']:.0f}",
                          result["code"]])
             print(f"  {size:,} samples: peak RSS {result['peak_kb'] / 1024:.1f} MiB", file=sys.stderr, flush=True)
     print(f"\n`harness run` ({args.protocol}, concurrency {args.concurrency}) in a subprocess against the instant server")
-    print(fmt_table(["samples", "peak RSS MiB", "samples.jsonl MB", "wall s", "samples/s", "exit"], rows))
+    print(fmt_table(["samples", "peak RSS MiB", "scoring process MiB", "samples.jsonl MB", "wall s", "samples/s",
+                     "exit"], rows))
     if len(peaks) > 1:
         growth = peaks[-1] - peaks[0]
         factor = sizes[-1] / sizes[0]
         print(f"peak RSS {peaks[0]:.1f} -> {peaks[-1]:.1f} MiB for x{factor:.0f} samples: "
-              f"{growth:+.1f} MiB ({growth * 1024 / max(sizes[-1] - sizes[0], 1):.2f} KiB per extra sample)")
+              f"{growth:+.1f} MiB ({growth * 1024 / max(sizes[-1] - sizes[0], 1):.2f} KiB per extra sample); "
+              f"scoring process {scorer_peaks[0]:.1f} -> {scorer_peaks[-1]:.1f} MiB")
     print(machine_line())
     print(f"reproduce: {command_line()}")
     return 0
