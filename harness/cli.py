@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="tabulate a run folder")
     report.add_argument("run", help="run folder or run id")
     report.add_argument("--format", "-f", default="table", choices=["table", "markdown", "csv", "json", "html", "junit"])
+    report.add_argument("--min-valid", type=float, metavar="PERCENT",
+                        help="junit: a (task, model) case fails below this repaired schema-valid rate "
+                             "(default 100, or HARNESS_JUNIT_MIN_VALID)")
     report.add_argument("--out", "-o", help="write to this file instead of stdout")
     report.add_argument("--results", default="results", help="where run ids are looked up (default: results)")
     report.set_defaults(handler=cmd_report)
@@ -179,7 +182,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.format in ("html", "junit"):
         from .report import export
 
-        text = export.render_file(run_dir, args.format)
+        text = export.render_file(run_dir, args.format, junit_min_valid_pct=args.min_valid)
     else:
         from .report import render
 

@@ -168,7 +168,14 @@ def test_cli_report_writes_html_and_junit(tmp_path, capsys):
     assert main(["report", str(run), "--format", "html", "--out", str(html_path)]) == 0
     assert main(["report", str(run), "--format", "junit", "--out", str(xml_path)]) == 0
     assert "<svg" in html_path.read_text(encoding="utf-8")
-    parse_junit(xml_path.read_text(encoding="utf-8"))
+    strict = parse_junit(xml_path.read_text(encoding="utf-8"))
+    assert main(["report", str(run), "--format", "junit", "--min-valid", "80", "--out", str(xml_path)]) == 0
+    relaxed = parse_junit(xml_path.read_text(encoding="utf-8"))
+
+    def failed(root):
+        return {(c.get("classname"), c.get("name")) for c in root.iter("testcase") if c.find("failure") is not None}
+
+    assert failed(relaxed) == {("fake:m1", "prd")} and failed(relaxed) < failed(strict)
 
 
 def test_unknown_format_rejected(tmp_path):
