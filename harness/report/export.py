@@ -9,7 +9,7 @@ text). Collapsible per-sample details use plain `<details>`.
 
 JUnit: one `<testcase>` per (task, model) with classname = model and name =
 task; a `<failure>` when the repaired schema-valid rate is below the threshold
-(100% by default: any invalid sample fails the case; pass
+(100% by default: any invalid sample fails the case;
 `harness report -f junit --min-valid 95`, or HARNESS_JUNIT_MIN_VALID=95, relaxes it), an
 `<error>` when samples failed with backend errors. Built with ElementTree, so
 the XML is well-formed by construction; characters XML 1.0 cannot carry are
