@@ -185,9 +185,7 @@ class ScoringProcess:
             await asyncio.sleep(0.02)
         else:
             transport.kill()
-        self._transport = transport
         self._lost()
-        self._transport = None
         transport.close()
 
 

@@ -16,7 +16,7 @@ import httpx
 import orjson
 
 from ..models import ChatRequest, Completion
-from .streaming import body_chunks, decode_batch, drain
+from .streaming import body_chunks, decode_batch, drain, read_capped, stamp_at
 from .base import Backend, BackendError, connection_error, dropped_error, status_error
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
@@ -103,7 +103,7 @@ class OllamaBackend(Backend):
         try:
             async with self._client.stream("POST", "/api/chat", json=self._body(request, stream)) as response:
                 if response.status_code != 200:
-                    body = (await _read_capped(response, 4000)).decode("utf-8", "replace")
+                    body = (await read_capped(response, 4000)).decode("utf-8", "replace")
                     raise status_error(response.status_code, url, _error_text(body), response.headers.get("retry-after"))
                 buffer = b""  # the start of a line not finished yet
                 chunks: list[bytes] = []  # received, not decoded yet ...
@@ -267,12 +267,7 @@ class _Answer:
                 if count == index:
                     end = start
                     break
-            end -= len(carry)
-            for chunk, stamp in zip(chunks, stamps):
-                end -= len(chunk)
-                if end <= 0:
-                    return stamp
-            return stamps[-1]
+            return stamp_at(end - len(carry), chunks, stamps)
 
         if b'"error"' not in data and self._take_whole(objs, arrival):
             return rest
@@ -326,12 +321,3 @@ def _decode_line(line: bytes, url: str) -> dict[str, Any]:
         raise BackendError("protocol", f"{url} sent {type(obj).__name__} where ollama sends objects", url=url)
     return obj
 
-
-async def _read_capped(response: httpx.Response, limit: int) -> bytes:
-    """Read at most `limit` bytes of an error body: a garbage reply must not cost memory."""
-    data = b""
-    async for chunk in response.aiter_bytes():
-        data += chunk
-        if len(data) >= limit:
-            break
-    return data[:limit]

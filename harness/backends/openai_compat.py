@@ -20,7 +20,7 @@ import openai
 import orjson
 
 from ..models import ChatRequest, Completion
-from .streaming import body_chunks, decode_batch, drain
+from .streaming import body_chunks, decode_batch, drain, read_capped, stamp_at
 from .base import Backend, BackendError, connection_error, dropped_error, redact, status_error
 
 
@@ -103,7 +103,7 @@ class OpenAICompatBackend(Backend):
             if 200 <= response.status_code < 300:
                 return response
             try:
-                body = (await _read_capped(response, 8000)).decode("utf-8", "replace")
+                body = (await read_capped(response, 8000)).decode("utf-8", "replace")
             finally:
                 await response.aclose()
             if response.status_code == 400 and self._stream_options_ok and "stream_options" in body:
@@ -334,12 +334,7 @@ class _Answer:
                 if number == block:
                     end = match.end()
                     break
-            end -= len(carry)
-            for chunk, stamp in zip(chunks, stamps):
-                end -= len(chunk)
-                if end <= 0:
-                    return stamp
-            return stamps[-1]
+            return stamp_at(end - len(carry), chunks, stamps)
 
         if b'"error"' not in data and self._take_whole(objs, where, arrival, data):
             return rest
@@ -417,12 +412,3 @@ def _decode_event(payload: bytes, url: str) -> dict[str, Any]:
                            "objects", url=url)
     return obj
 
-
-async def _read_capped(response: httpx.Response, limit: int) -> bytes:
-    """Read at most `limit` bytes of an error body: a garbage reply must not cost memory."""
-    data = b""
-    async for chunk in response.aiter_bytes():
-        data += chunk
-        if len(data) >= limit:
-            break
-    return data[:limit]

@@ -53,3 +53,23 @@ def decode_batch(payloads: list[bytes], decode_one: Callable[[bytes], dict[str, 
         if objs is not None and len(objs) == len(payloads) and set(map(type, objs)) == {dict}:
             return objs  # type: ignore[no-any-return]
     return [decode_one(payload) for payload in payloads]
+
+
+def stamp_at(offset: int, chunks: list[bytes], stamps: list[float]) -> float:
+    """When byte `offset` of the joined `chunks` arrived: the stamp of the chunk holding it
+    (the last stamp when the offset lies beyond them). How a batched decoder dates an event."""
+    for chunk, stamp in zip(chunks, stamps):
+        offset -= len(chunk)
+        if offset <= 0:
+            return stamp
+    return stamps[-1]
+
+
+async def read_capped(response: httpx.Response, limit: int) -> bytes:
+    """Read at most `limit` bytes of an error body: a garbage reply must not cost memory."""
+    data = b""
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) >= limit:
+            break
+    return data[:limit]
